@@ -1,0 +1,93 @@
+// The step contract: what a step kind is, what it receives when it runs.
+// Step kinds are plain values (no class hierarchy) so a pipeline file can name them
+// and the engine can fingerprint their code. The engine knows nothing about ML.
+import type { z } from "zod";
+
+/** A DuckDB column type, as written in CREATE TABLE. */
+export type ColumnType = "VARCHAR" | "INTEGER" | "BIGINT" | "DOUBLE" | "BOOLEAN" | "TIMESTAMP" | "JSON";
+
+/** Columns of a results table a step appends to. `instance_key` is added by the engine. */
+export type TableSchema = Record<string, ColumnType>;
+
+/** One result row: column name -> value (null for missing). */
+export type Row = Record<string, string | number | boolean | null | Date>;
+
+/** Where a finished upstream instance's outputs are, and who made them. */
+export interface InputRef {
+  /** Cache key of the upstream instance. */
+  key: string;
+  /** Step kind name of the upstream instance (e.g. "train"). */
+  step: string;
+  /** Node name in the pipeline file (e.g. "train-high-lr"). */
+  node: string;
+  /** Its params after defaults were applied. */
+  params: Record<string, unknown>;
+  /** Read-only folder holding its outputs. */
+  dir: string;
+}
+
+/** An input is one upstream instance (mapped) or a list of them (gathered). */
+export type InputValue = InputRef | InputRef[];
+
+export interface Progress {
+  /** Start (or restart) a bar: `total` units of `unit` (e.g. "tok", "step", "ckpt"). */
+  start(label: string, total: number, unit?: string): void;
+  /** Advance to `done` units; `info` is a short status (e.g. "loss 3.21 · 1.2k tok/s"). */
+  update(done: number, info?: string): void;
+  /** A one-line message shown above the live display. */
+  log(message: string): void;
+}
+
+export interface ResultsSink {
+  /**
+   * Append rows to `table` (declared in the step kind's `tables`). Rows are
+   * tagged with this instance's key and land in DuckDB in bulk when the
+   * instance succeeds; a failed instance leaves none behind.
+   */
+  append(table: string, rows: Row[]): void;
+  /**
+   * Run a read-only SQL query against the results database (for steps such as
+   * `plot` that read what upstream steps wrote). Rows come back as objects.
+   */
+  query(sql: string, params?: unknown[]): Promise<Record<string, unknown>[]>;
+}
+
+export interface StepContext {
+  /** Cache key of this instance. */
+  key: string;
+  /** Node name in the pipeline file. */
+  node: string;
+  /** Folder to write outputs into. For resumable steps it keeps what an interrupted run left. */
+  outDir: string;
+  /** tfjs backend requested for this run ("wasm", "cpu", "webgpu", "tensorflow"). */
+  backend: string;
+  /** Seed of this run (also in the cache key). */
+  seed: number;
+  results: ResultsSink;
+  progress: Progress;
+  /** Aborted when the run is cancelled (Ctrl-C): long loops should check it. */
+  signal: AbortSignal;
+}
+
+export interface StepKind<P extends z.ZodType = z.ZodType> {
+  /** Name used in pipeline files (`kind: train`). */
+  name: string;
+  /** URL of the module that defines the step (`import.meta.url`): its local import graph is the code fingerprint. */
+  module: string;
+  /** Zod schema of params; defaults are applied before hashing. */
+  params: P;
+  /** Names of the inputs it takes. Optional inputs end with "?". */
+  inputs: string[];
+  /** Results tables it appends to. */
+  tables?: Record<string, TableSchema>;
+  /** If true, a crashed run's outDir is kept and handed to the next run (e.g. training resumes). */
+  resumable?: boolean;
+  /** npm packages whose versions go into the key beyond those its modules import (e.g. datasets read at run time). */
+  extraPackages?: string[];
+  run(ctx: StepContext, params: z.infer<P>, inputs: Record<string, InputValue>): Promise<void>;
+}
+
+/** Identity helper that keeps the params type when declaring a step kind. */
+export function defineStep<P extends z.ZodType>(kind: StepKind<P>): StepKind<P> {
+  return kind;
+}
