@@ -4,7 +4,14 @@
 import type { z } from "zod";
 
 /** A DuckDB column type, as written in CREATE TABLE. */
-export type ColumnType = "VARCHAR" | "INTEGER" | "BIGINT" | "DOUBLE" | "BOOLEAN" | "TIMESTAMP" | "JSON";
+export type ColumnType =
+  | "VARCHAR"
+  | "INTEGER"
+  | "BIGINT"
+  | "DOUBLE"
+  | "BOOLEAN"
+  | "TIMESTAMP"
+  | "JSON";
 
 /** Columns of a results table a step appends to. `instance_key` is added by the engine. */
 export type TableSchema = Record<string, ColumnType>;
