@@ -1,0 +1,648 @@
+// Safetensors I/O: the checkpoint format of this project and of Hugging Face models.
+//
+// Layout: 8-byte little-endian header length N, N bytes of JSON header
+//   { "__metadata__": {str: str}, "<name>": { dtype, shape, data_offsets: [begin, end] } }
+// then the raw little-endian tensor bytes; offsets are relative to the end of the header.
+// Sharded models add `model.safetensors.index.json` { metadata, weight_map: {name: file} }.
+//
+// Hand-written because no npm package does what averaging needs: read one tensor at a
+// time through a file handle (never the whole file), validate a header that may lie
+// (truncated files, overlapping or mis-sized offsets) with a message naming the file and
+// tensor, decode BF16/F16 properly, and stream a write tensor by tensor (atomic rename).
+
+export type DType = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
+
+export const DTYPE_BYTES: Record<DType, number> = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+};
+
+export function isFloatDType(dtype: DType): boolean {
+  return dtype === "F64" || dtype === "F32" || dtype === "F16" || dtype === "BF16";
+}
+
+/** One tensor as the header describes it. `begin`/`end` are absolute byte offsets in the file. */
+export interface TensorEntry {
+  name: string;
+  dtype: DType;
+  shape: number[];
+  begin: number;
+  end: number;
+}
+
+export interface SafetensorsHeader {
+  path: string;
+  /** Tensors in file order (sorted by offset). */
+  tensors: TensorEntry[];
+  metadata: Record<string, string>;
+  /** Byte offset of the data section (8 + header length). */
+  dataStart: number;
+  fileSize: number;
+}
+
+const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+
+if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
+  throw new Error("safetensors: this module assumes a little-endian machine");
+}
+
+export function numelOf(shape: number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Read `into.length` bytes at `position`, failing clearly on a short file. */
+async function readExactly(
+  file: Deno.FsFile,
+  position: number,
+  into: Uint8Array,
+  path: string,
+): Promise<void> {
+  // seekSync: the first read is dispatched before this returns, so a caller that does not
+  // await at once (prefetch) overlaps the read with its own computation.
+  file.seekSync(position, Deno.SeekMode.Start);
+  let done = 0;
+  while (done < into.length) {
+    const n = await file.read(into.subarray(done));
+    if (n === null) {
+      throw new Error(
+        `${path}: truncated file: expected ${into.length} bytes at offset ${position}, got ${done}`,
+      );
+    }
+    done += n;
+  }
+}
+
+/** Parse and validate the header of an open file (reads only the header bytes). */
+async function parseHeader(file: Deno.FsFile, path: string): Promise<SafetensorsHeader> {
+  const fileSize = (await file.stat()).size;
+  if (fileSize < 8) {
+    throw new Error(`${path}: not a safetensors file (only ${fileSize} bytes, need at least 8)`);
+  }
+  const lenBytes = new Uint8Array(8);
+  await readExactly(file, 0, lenBytes, path);
+  const headerLen = Number(new DataView(lenBytes.buffer).getBigUint64(0, true));
+  if (headerLen > MAX_HEADER_BYTES) {
+    throw new Error(`${path}: header length ${headerLen} is not plausible (not safetensors?)`);
+  }
+  if (8 + headerLen > fileSize) {
+    throw new Error(
+      `${path}: truncated file: header length ${headerLen} but the file has ${fileSize} bytes`,
+    );
+  }
+  const headerBytes = new Uint8Array(headerLen);
+  await readExactly(file, 8, headerBytes, path);
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder().decode(headerBytes));
+  } catch {
+    throw new Error(`${path}: header is not valid JSON (not a safetensors file?)`);
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    throw new Error(`${path}: header is not a JSON object`);
+  }
+  const dataStart = 8 + headerLen;
+  const dataSize = fileSize - dataStart;
+  const metadata: Record<string, string> = {};
+  const tensors: TensorEntry[] = [];
+  for (const [name, raw] of Object.entries(json as Record<string, unknown>)) {
+    if (name === "__metadata__") {
+      for (const [k, v] of Object.entries((raw ?? {}) as Record<string, unknown>)) {
+        metadata[k] = String(v);
+      }
+      continue;
+    }
+    const entry = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
+    const dtype = entry?.dtype as DType;
+    if (typeof dtype !== "string" || !(dtype in DTYPE_BYTES)) {
+      throw new Error(
+        `${path}: tensor "${name}" has dtype ${JSON.stringify(entry?.dtype)}, expected one of ${
+          Object.keys(DTYPE_BYTES).join(", ")
+        }`,
+      );
+    }
+    const shape = entry.shape;
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
+      throw new Error(`${path}: tensor "${name}" has an invalid shape ${JSON.stringify(shape)}`);
+    }
+    const offsets = entry.data_offsets;
+    if (
+      !Array.isArray(offsets) || offsets.length !== 2 ||
+      !offsets.every((o) => Number.isInteger(o) && o >= 0) || offsets[0] > offsets[1]
+    ) {
+      throw new Error(
+        `${path}: tensor "${name}" has invalid data_offsets ${JSON.stringify(offsets)}`,
+      );
+    }
+    const [b, e] = offsets as [number, number];
+    const need = numelOf(shape) * DTYPE_BYTES[dtype];
+    if (e - b !== need) {
+      throw new Error(
+        `${path}: header lies about offsets: tensor "${name}" data_offsets [${b}, ${e}] span ${
+          e - b
+        } bytes but shape [${shape}] ${dtype} needs ${need}`,
+      );
+    }
+    tensors.push({
+      name,
+      dtype,
+      shape: shape as number[],
+      begin: dataStart + b,
+      end: dataStart + e,
+    });
+  }
+  tensors.sort((x, y) => x.begin - y.begin || x.end - y.end);
+  let cursor = dataStart;
+  for (let i = 0; i < tensors.length; i++) {
+    const t = tensors[i];
+    if (t.begin < cursor) {
+      throw new Error(
+        `${path}: header lies about offsets: tensor "${t.name}" overlaps tensor "${
+          tensors[i - 1].name
+        }"`,
+      );
+    }
+    cursor = t.end;
+  }
+  const dataEnd = cursor - dataStart;
+  if (dataEnd > dataSize) {
+    throw new Error(
+      `${path}: truncated file: tensors need ${dataEnd} data bytes but only ${dataSize} are present`,
+    );
+  }
+  if (dataEnd < dataSize) {
+    throw new Error(
+      `${path}: header lies about offsets: ${dataSize - dataEnd} bytes after the last tensor`,
+    );
+  }
+  return { path, tensors, metadata, dataStart, fileSize };
+}
+
+/** Read and validate only the header of a safetensors file. */
+export async function readSafetensorsHeader(path: string): Promise<SafetensorsHeader> {
+  const file = await openForRead(path);
+  try {
+    return await parseHeader(file, path);
+  } finally {
+    file.close();
+  }
+}
+
+async function openForRead(path: string): Promise<Deno.FsFile> {
+  try {
+    return await Deno.open(path, { read: true });
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new Error(`${path}: file not found`);
+    throw e;
+  }
+}
+
+/** An open safetensors file: a validated header and a handle to read tensors one by one. */
+export class SafetensorsReader {
+  readonly byName: Map<string, TensorEntry>;
+  private constructor(readonly header: SafetensorsHeader, private file: Deno.FsFile) {
+    this.byName = new Map(header.tensors.map((t) => [t.name, t]));
+  }
+
+  static async open(path: string): Promise<SafetensorsReader> {
+    const file = await openForRead(path);
+    try {
+      return new SafetensorsReader(await parseHeader(file, path), file);
+    } catch (e) {
+      file.close();
+      throw e;
+    }
+  }
+
+  /** The raw bytes of one tensor, in `into` (reused when large enough) or a fresh buffer. */
+  async readBytes(name: string, into?: Uint8Array): Promise<Uint8Array> {
+    const t = this.byName.get(name);
+    if (!t) throw new Error(`${this.header.path}: no tensor named "${name}"`);
+    const n = t.end - t.begin;
+    const buf = into && into.byteOffset === 0 && into.length >= n
+      ? into.subarray(0, n)
+      : new Uint8Array(n);
+    await readExactly(this.file, t.begin, buf, this.header.path);
+    return buf;
+  }
+
+  close(): void {
+    this.file.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Float conversions. BF16 is the top half of an F32; F16 needs a real decode/encode.
+
+let f16Table: Float32Array | null = null;
+
+/** All 65536 F16 bit patterns decoded to F32 (built once, 256 KB). */
+function f16DecodeTable(): Float32Array {
+  if (f16Table) return f16Table;
+  const table = new Float32Array(65536);
+  for (let h = 0; h < 65536; h++) {
+    const sign = h & 0x8000 ? -1 : 1;
+    const exp = (h >> 10) & 0x1f;
+    const mant = h & 0x3ff;
+    if (exp === 0) table[h] = sign * mant * 2 ** -24;
+    else if (exp === 31) table[h] = mant ? NaN : sign * Infinity;
+    else table[h] = sign * (1 + mant / 1024) * 2 ** (exp - 15);
+  }
+  return (f16Table = table);
+}
+
+/** F32 bit pattern -> F16 bit pattern, round to nearest even (as numpy/torch do). */
+export function f32BitsToF16Bits(f: number): number {
+  const sign = (f >>> 16) & 0x8000;
+  const exp = (f >>> 23) & 0xff;
+  const mant = f & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 : 0);
+  const e = exp - 112; // rebias 127 -> 15
+  if (e >= 31) return sign | 0x7c00;
+  if (e >= 1) {
+    let h = sign | (e << 10) | (mant >>> 13);
+    const rest = mant & 0x1fff;
+    if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++; // carry may reach inf: correct
+    return h;
+  }
+  const shift = 126 - exp; // subnormal half: (1.mant) * 2^(exp-127) / 2^-24
+  if (shift >= 25) return sign;
+  const full = mant | 0x800000;
+  let h = full >>> shift;
+  const rest = full & ((1 << shift) - 1);
+  const halfway = 1 << (shift - 1);
+  if (rest > halfway || (rest === halfway && (h & 1))) h++;
+  return sign | h;
+}
+
+/** F32 bit pattern -> BF16 bit pattern, round to nearest even (as torch does). */
+export function f32BitsToBf16Bits(u: number): number {
+  if ((u & 0x7f800000) === 0x7f800000 && (u & 0x7fffff)) return ((u >>> 16) & 0x8000) | 0x7fc0;
+  return ((u + 0x7fff + ((u >>> 16) & 1)) >>> 16) & 0xffff;
+}
+
+const CHUNK = 1 << 16;
+
+/**
+ * acc[i] = keep * acc[i] + take * x[i] for the float tensor `x` stored as `bytes` in
+ * `dtype`. The one kernel of every averaging method; `bytes` must start 8-aligned.
+ */
+export function blendInto(
+  acc: Float64Array | Float32Array,
+  bytes: Uint8Array,
+  dtype: DType,
+  keep: number,
+  take: number,
+): void {
+  const n = acc.length;
+  if (bytes.length !== n * DTYPE_BYTES[dtype]) {
+    throw new Error(`blendInto: ${bytes.length} bytes of ${dtype} do not hold ${n} values`);
+  }
+  if (dtype === "F32" || dtype === "F64") {
+    const x = dtype === "F32"
+      ? new Float32Array(bytes.buffer, bytes.byteOffset, n)
+      : new Float64Array(bytes.buffer, bytes.byteOffset, n);
+    if (keep === 1 && take === 1) { for (let i = 0; i < n; i++) acc[i] += x[i]; }
+    else if (keep === 1 && take === -1) { for (let i = 0; i < n; i++) acc[i] -= x[i]; }
+    else if (keep === 0 && take === 1) acc.set(x);
+    else for (let i = 0; i < n; i++) acc[i] = keep * acc[i] + take * x[i];
+    return;
+  }
+  if (dtype === "BF16") {
+    const h = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+    const scratch = new Float32Array(Math.min(CHUNK, n));
+    const bits = new Uint32Array(scratch.buffer);
+    for (let start = 0; start < n; start += CHUNK) {
+      const m = Math.min(CHUNK, n - start);
+      for (let j = 0; j < m; j++) bits[j] = h[start + j] << 16;
+      for (let j = 0; j < m; j++) acc[start + j] = keep * acc[start + j] + take * scratch[j];
+    }
+    return;
+  }
+  if (dtype === "F16") {
+    const h = new Uint16Array(bytes.buffer, bytes.byteOffset, n);
+    const table = f16DecodeTable();
+    for (let i = 0; i < n; i++) acc[i] = keep * acc[i] + take * table[h[i]];
+    return;
+  }
+  throw new Error(`blendInto: ${dtype} is not a float dtype`);
+}
+
+/** Decode any float tensor's bytes to a fresh Float32Array. */
+export function decodeToF32(bytes: Uint8Array, dtype: DType): Float32Array {
+  const n = bytes.length / DTYPE_BYTES[dtype];
+  const out = new Float32Array(n);
+  const aligned = bytes.byteOffset % 8 === 0 ? bytes : bytes.slice();
+  blendInto(out, aligned, dtype, 0, 1);
+  return out;
+}
+
+/**
+ * Encode float values as `dtype` bytes, scaling each by `scale` first. F64 -> F32 rounds
+ * to nearest (Float32Array.set); F16/BF16 then round the F32 to nearest even, the same
+ * two-stage rounding torch uses for a float64 -> half conversion. The bytes land in
+ * `into` when it is large enough (avoids a fresh allocation per tensor), else in a new buffer.
+ */
+export function encodeFloats(
+  values: Float64Array | Float32Array,
+  dtype: DType,
+  scale = 1,
+  into?: ArrayBuffer,
+): Uint8Array {
+  const n = values.length;
+  const nbytes = n * DTYPE_BYTES[dtype];
+  const buffer = into && into.byteLength >= nbytes ? into : new ArrayBuffer(nbytes);
+  if (dtype === "F64" || dtype === "F32") {
+    const out = dtype === "F64" ? new Float64Array(buffer, 0, n) : new Float32Array(buffer, 0, n);
+    if (scale === 1) out.set(values);
+    else for (let i = 0; i < n; i++) out[i] = values[i] * scale;
+    return new Uint8Array(buffer, 0, nbytes);
+  }
+  if (dtype !== "BF16" && dtype !== "F16") {
+    throw new Error(`encodeFloats: ${dtype} is not a float dtype`);
+  }
+  const out = new Uint16Array(buffer, 0, n);
+  const f32 = new Float32Array(Math.min(CHUNK, n));
+  const bits = new Uint32Array(f32.buffer);
+  for (let start = 0; start < n; start += CHUNK) {
+    const m = Math.min(CHUNK, n - start);
+    for (let j = 0; j < m; j++) f32[j] = values[start + j] * scale;
+    if (dtype === "BF16") {
+      for (let j = 0; j < m; j++) out[start + j] = f32BitsToBf16Bits(bits[j]);
+    } else for (let j = 0; j < m; j++) out[start + j] = f32BitsToF16Bits(bits[j]);
+  }
+  return new Uint8Array(buffer, 0, nbytes);
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing.
+
+export interface TensorSpec {
+  dtype: DType;
+  shape: number[];
+}
+
+function tempPathFor(path: string): string {
+  return `${path}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/**
+ * Streams a safetensors file: the header is written from the declared specs, then each
+ * tensor's bytes in declaration order; `close()` renames the temp file into place, so a
+ * reader never sees a half-written file.
+ */
+export class SafetensorsWriter {
+  private next = 0;
+  private constructor(
+    private readonly path: string,
+    private readonly tmp: string,
+    private readonly file: Deno.FsFile,
+    private readonly order: [string, TensorSpec][],
+  ) {}
+
+  static async create(
+    path: string,
+    specs: [string, TensorSpec][],
+    metadata: Record<string, string> = {},
+  ): Promise<SafetensorsWriter> {
+    const header: Record<string, unknown> = {};
+    if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
+    let offset = 0;
+    for (const [name, spec] of specs) {
+      if (name === "__metadata__") throw new Error(`safetensors: "__metadata__" is reserved`);
+      if (name in header) throw new Error(`${path}: tensor "${name}" declared twice`);
+      const n = numelOf(spec.shape) * DTYPE_BYTES[spec.dtype];
+      header[name] = { dtype: spec.dtype, shape: spec.shape, data_offsets: [offset, offset + n] };
+      offset += n;
+    }
+    let json = JSON.stringify(header);
+    const jsonBytes = () => new TextEncoder().encode(json).length;
+    while (jsonBytes() % 8 !== 0) json += " "; // pad so tensor data starts 8-aligned
+    const headerBytes = new TextEncoder().encode(json);
+    const prefix = new Uint8Array(8 + headerBytes.length);
+    new DataView(prefix.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
+    prefix.set(headerBytes, 8);
+    const tmp = tempPathFor(path);
+    const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
+    const writer = new SafetensorsWriter(path, tmp, file, specs);
+    try {
+      await writer.writeAll(prefix);
+    } catch (e) {
+      await writer.abort();
+      throw e;
+    }
+    return writer;
+  }
+
+  private async writeAll(bytes: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < bytes.length) done += await this.file.write(bytes.subarray(done));
+  }
+
+  /** Write the next tensor's bytes (tensors must come in declaration order). */
+  async write(name: string, bytes: Uint8Array): Promise<void> {
+    const expected = this.order[this.next];
+    if (!expected || expected[0] !== name) {
+      throw new Error(
+        `${this.path}: tensor "${name}" written out of order (expected "${expected?.[0]}")`,
+      );
+    }
+    const need = numelOf(expected[1].shape) * DTYPE_BYTES[expected[1].dtype];
+    if (bytes.length !== need) {
+      throw new Error(`${this.path}: tensor "${name}" has ${bytes.length} bytes, expected ${need}`);
+    }
+    await this.writeAll(bytes);
+    this.next++;
+  }
+
+  /** Flush, and atomically move the finished file into place. */
+  async close(): Promise<void> {
+    if (this.next !== this.order.length) {
+      await this.abort();
+      throw new Error(`${this.path}: closed after ${this.next} of ${this.order.length} tensors`);
+    }
+    await this.file.sync();
+    this.file.close();
+    await Deno.rename(this.tmp, this.path);
+  }
+
+  /** Drop the temp file. */
+  async abort(): Promise<void> {
+    try {
+      this.file.close();
+    } catch { /* already closed */ }
+    await Deno.remove(this.tmp).catch(() => {});
+  }
+}
+
+function viewBytes(data: ArrayBufferView): Uint8Array {
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/** Write a whole safetensors file at once (atomic: temp file + rename). */
+export async function writeSafetensors(
+  path: string,
+  tensors: Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }>,
+  metadata?: Record<string, string>,
+): Promise<void> {
+  const entries = Object.entries(tensors);
+  const writer = await SafetensorsWriter.create(
+    path,
+    entries.map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape }]),
+    metadata,
+  );
+  try {
+    for (const [name, t] of entries) await writer.write(name, viewBytes(t.data));
+  } catch (e) {
+    await writer.abort();
+    throw e;
+  }
+  await writer.close();
+}
+
+/** Read a whole file, every float tensor converted to float32 (integer tensors are skipped). */
+export async function readSafetensorsF32(path: string): Promise<{
+  tensors: Record<string, { shape: number[]; data: Float32Array }>;
+  metadata: Record<string, string>;
+}> {
+  const reader = await SafetensorsReader.open(path);
+  try {
+    const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+    for (const t of reader.header.tensors) {
+      if (!isFloatDType(t.dtype)) continue;
+      const bytes = await reader.readBytes(t.name);
+      tensors[t.name] = { shape: t.shape, data: decodeToF32(bytes, t.dtype) };
+    }
+    return { tensors, metadata: reader.header.metadata };
+  } finally {
+    reader.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkpoints: one file, or a sharded model (index + shards), behind one reader.
+
+export const INDEX_SUFFIX = ".safetensors.index.json";
+
+/** A tensor of a checkpoint: where it lives (which shard) and what it is. */
+export interface CheckpointTensor extends TensorEntry {
+  /** Name as stored in the file (before `rename`). */
+  storedName: string;
+  file: string;
+}
+
+/**
+ * A checkpoint that may be sharded. `path` is a `.safetensors` file, a
+ * `*.safetensors.index.json`, or a folder holding `model.safetensors` or one index.
+ * `rename` maps stored names to the names callers use (e.g. stripping `module.`).
+ */
+export class CheckpointReader {
+  private readers = new Map<string, SafetensorsReader>();
+  private constructor(
+    readonly path: string,
+    readonly tensors: Map<string, CheckpointTensor>,
+    readonly metadata: Record<string, string>,
+  ) {}
+
+  static async open(
+    path: string,
+    rename: (name: string) => string = (n) => n,
+  ): Promise<CheckpointReader> {
+    const resolved = await resolveCheckpointPath(path);
+    const tensors = new Map<string, CheckpointTensor>();
+    const add = (t: TensorEntry, file: string) => {
+      const name = rename(t.name);
+      const prior = tensors.get(name);
+      if (prior) {
+        throw new Error(
+          `${resolved}: tensors "${prior.storedName}" and "${t.name}" both stand for "${name}"`,
+        );
+      }
+      tensors.set(name, { ...t, name, storedName: t.name, file });
+    };
+    if (!resolved.endsWith(INDEX_SUFFIX)) {
+      const header = await readSafetensorsHeader(resolved);
+      for (const t of header.tensors) add(t, resolved);
+      return new CheckpointReader(resolved, tensors, header.metadata);
+    }
+    let index: { metadata?: Record<string, unknown>; weight_map?: Record<string, string> };
+    try {
+      index = JSON.parse(await Deno.readTextFile(resolved));
+    } catch (e) {
+      if (e instanceof SyntaxError) throw new Error(`${resolved}: index is not valid JSON`);
+      throw e;
+    }
+    if (!index.weight_map || typeof index.weight_map !== "object") {
+      throw new Error(`${resolved}: index has no "weight_map" object`);
+    }
+    const folder = resolved.slice(0, resolved.lastIndexOf("/") + 1) || "./";
+    const byShard = new Map<string, string[]>();
+    for (const [name, shard] of Object.entries(index.weight_map)) {
+      const list = byShard.get(shard) ?? [];
+      list.push(name);
+      byShard.set(shard, list);
+    }
+    for (const [shard, names] of [...byShard.entries()].sort()) {
+      const shardPath = `${folder}${shard}`;
+      const header = await readSafetensorsHeader(shardPath);
+      const inShard = new Map(header.tensors.map((t) => [t.name, t]));
+      for (const name of names) {
+        const t = inShard.get(name);
+        if (!t) throw new Error(`${resolved}: tensor "${name}" is not in its shard ${shardPath}`);
+        add(t, shardPath);
+      }
+    }
+    const metadata: Record<string, string> = {};
+    for (const [k, v] of Object.entries(index.metadata ?? {})) metadata[k] = String(v);
+    return new CheckpointReader(resolved, tensors, metadata);
+  }
+
+  /** Raw bytes of one tensor (by caller-facing name), into `into` when it is large enough. */
+  async readBytes(name: string, into?: Uint8Array): Promise<Uint8Array> {
+    const t = this.tensors.get(name);
+    if (!t) throw new Error(`${this.path}: no tensor named "${name}"`);
+    let reader = this.readers.get(t.file);
+    if (!reader) {
+      reader = await SafetensorsReader.open(t.file);
+      this.readers.set(t.file, reader);
+    }
+    return await reader.readBytes(t.storedName, into);
+  }
+
+  close(): void {
+    for (const r of this.readers.values()) r.close();
+    this.readers.clear();
+  }
+}
+
+/** A file path as given, or the checkpoint inside a folder (model.safetensors or one index). */
+export async function resolveCheckpointPath(path: string): Promise<string> {
+  let stat: Deno.FileInfo;
+  try {
+    stat = await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new Error(`${path}: not found`);
+    throw e;
+  }
+  if (!stat.isDirectory) return path;
+  const names: string[] = [];
+  for await (const e of Deno.readDir(path)) if (e.isFile) names.push(e.name);
+  const indexes = names.filter((n) => n.endsWith(INDEX_SUFFIX));
+  if (indexes.length === 1) return `${path}/${indexes[0]}`;
+  if (indexes.length > 1) {
+    throw new Error(`${path}: several safetensors index files (${indexes.sort().join(", ")})`);
+  }
+  if (names.includes("model.safetensors")) return `${path}/model.safetensors`;
+  const files = names.filter((n) => n.endsWith(".safetensors"));
+  if (files.length === 1) return `${path}/${files[0]}`;
+  throw new Error(
+    `${path}: expected model.safetensors, one *.safetensors file or one *${INDEX_SUFFIX}, found ${files.length} safetensors files`,
+  );
+}
