@@ -1,0 +1,526 @@
+// The `train` step: pre-trains a GPT-2 on a tokenize step's train.bin with AdamW, warmup
+// + cosine LR, gradient accumulation, and the paper's in-training averages (EMA, SWA).
+//
+// Outputs (under ctx.outDir):
+//   original/   the checkpoint series: step-NNNNNN.safetensors every save_every steps
+//   ema/, swa/  the EMA and SWA series at the same steps (SWA from its start on), if asked
+//   state/      everything a resume needs (lm/checkpoint.ts); removed when the run ends
+//   train_log.jsonl  the log rows, so rows from before a crash survive a resume
+// Rows: train_log (one per step) and train_runs (one per run: completed or diverged).
+//
+// Determinism: the windows of step s depend only on (seed, s) (lm/data.ts), the weights
+// on the seed, and nothing else draws random numbers, so on the cpu backend a run that
+// was killed and resumed ends with the same bits as one that was not.
+import { z } from "zod";
+import * as tf from "@tensorflow/tfjs-core";
+import {
+  defineStep,
+  type InputRef,
+  type InputValue,
+  type Row,
+  type StepContext,
+} from "../pipeline/step.ts";
+import {
+  type Batch,
+  openTokens,
+  readMeta,
+  type TokenFile,
+  tokenFileName,
+  trainBatch,
+} from "../lm/data.ts";
+import {
+  type GPTConfig,
+  initWeights,
+  isDecayed,
+  meanLoss,
+  modelConfig,
+  trainableNames,
+} from "../lm/gpt.ts";
+import { BACKEND_NAMES, type BackendName, setBackend } from "../lm/backend.ts";
+import { accumulateGradients, AdamW, type Params, toArray, WeightAverage } from "../lm/optim.ts";
+import { type CosineSchedule, type SwaSchedule, trainingLrAt } from "../lm/schedule.ts";
+import {
+  type Arrays,
+  loadTrainState,
+  saveTrainState,
+  writeCheckpoint,
+  writeTextAtomic,
+} from "../lm/checkpoint.ts";
+import {
+  checkpointFileName,
+  readSeriesInfo,
+  type SeriesInfo,
+  writeSeriesInfo,
+} from "../lm/series.ts";
+
+const EmaParams = z.object({
+  /** Weight of the old average: avg = decay·avg + (1 - decay)·w. */
+  decay: z.number().gt(0).lt(1).default(0.9),
+  /** Update every N steps (1: the paper's EMA; 1000: its "distant" EMA). */
+  every: z.number().int().positive().default(1),
+}).strict();
+
+const SwaParams = z.object({
+  /** Fraction of training after which SWA starts (0.75 "late", 0 "early"). */
+  start: z.number().min(0).max(1).default(0.75),
+  /** Add the weights to the running mean every N steps. */
+  every: z.number().int().positive().default(10),
+  /** SWA learning rate (default: min_lr, as the paper's code). */
+  lr: z.number().positive().optional(),
+  /** Steps of the cosine anneal to the SWA LR (default: all remaining steps, as the paper's code). */
+  anneal_steps: z.number().int().nonnegative().optional(),
+}).strict();
+
+export const trainParams = z.object({
+  /** Model preset of lm/gpt.ts (cpu-tiny, cpu-small, cpu-base, gpt2-small, ...). */
+  preset: z.string().default("cpu-small"),
+  /** Overrides of the preset's shape. */
+  model: z.object({
+    n_layer: z.number().int().positive(),
+    n_head: z.number().int().positive(),
+    n_embd: z.number().int().positive(),
+    block_size: z.number().int().positive(),
+    bias: z.boolean(),
+  }).partial().strict().optional(),
+  /** Peak learning rate. */
+  lr: z.number().positive().default(6e-3),
+  /** Final learning rate of the cosine decay (default lr / 10). */
+  min_lr: z.number().nonnegative().optional(),
+  warmup: z.number().int().nonnegative().default(100),
+  /** Optimizer steps. */
+  steps: z.number().int().positive().default(1000),
+  /** Tokens per optimizer step = micro_batch × seq_len × (number of micro-batches). */
+  batch_tokens: z.number().int().positive().default(4096),
+  /** Sequences per forward/backward pass (default: as many as fit in 4096 tokens). */
+  micro_batch: z.number().int().positive().optional(),
+  /** Tokens per sequence (default: the model's block_size). */
+  seq_len: z.number().int().positive().optional(),
+  weight_decay: z.number().nonnegative().default(0.1),
+  /** Maximum global gradient norm (0: no clipping). */
+  grad_clip: z.number().nonnegative().default(1.0),
+  /** Write a checkpoint every N steps (and at the last step). */
+  save_every: z.number().int().positive().default(50),
+  /** tfjs backend (default: the one the run was started with). */
+  backend: z.enum(BACKEND_NAMES as unknown as [BackendName, ...BackendName[]]).optional(),
+  ema: EmaParams.nullable().default(null),
+  swa: SwaParams.nullable().default(null),
+  /** Testing hook: pretend the loss of this step (1-based) was NaN. */
+  nan_at_step: z.number().int().positive().optional(),
+}).strict();
+
+export type TrainParams = z.infer<typeof trainParams>;
+
+/** Params with every derived value filled in (what series.json records under `train`). */
+export interface ResolvedTrainParams
+  extends Omit<TrainParams, "min_lr" | "micro_batch" | "seq_len" | "swa"> {
+  min_lr: number;
+  micro_batch: number;
+  seq_len: number;
+  /** Micro-batches per step. */
+  n_micro: number;
+  swa:
+    | (z.infer<typeof SwaParams> & { lr: number; anneal_steps: number; start_step: number })
+    | null;
+}
+
+/** Tokens per micro-batch when micro_batch is not given (about what the wasm heap holds). */
+const DEFAULT_MICRO_TOKENS = 4096;
+
+export function resolveTrainParams(p: TrainParams, cfg: GPTConfig): ResolvedTrainParams {
+  const seqLen = p.seq_len ?? cfg.block_size;
+  if (seqLen > cfg.block_size) {
+    throw new Error(
+      `train: seq_len ${seqLen} is longer than the model's block_size ${cfg.block_size}`,
+    );
+  }
+  if (p.batch_tokens % seqLen !== 0) {
+    throw new Error(
+      `train: batch_tokens ${p.batch_tokens} is not a multiple of seq_len ${seqLen} ` +
+        `(expected batch_tokens = micro_batch × seq_len × micro-batches)`,
+    );
+  }
+  const rows = p.batch_tokens / seqLen;
+  let micro = p.micro_batch;
+  if (micro === undefined) {
+    micro = 1;
+    for (let d = 1; d <= rows; d++) {
+      if (rows % d === 0 && d * seqLen <= DEFAULT_MICRO_TOKENS) micro = d;
+    }
+  }
+  if (rows % micro !== 0) {
+    throw new Error(
+      `train: batch_tokens ${p.batch_tokens} = ${rows} sequences of ${seqLen} tokens, ` +
+        `which micro_batch ${micro} does not divide (expected batch_tokens = micro_batch × seq_len × micro-batches)`,
+    );
+  }
+  if (p.warmup >= p.steps) {
+    throw new Error(`train: warmup ${p.warmup} must be shorter than steps ${p.steps}`);
+  }
+  const minLr = p.min_lr ?? p.lr / 10;
+  let swa: ResolvedTrainParams["swa"] = null;
+  if (p.swa) {
+    const startStep = Math.min(p.steps - 1, Math.round(p.swa.start * p.steps));
+    swa = {
+      ...p.swa,
+      lr: p.swa.lr ?? minLr,
+      anneal_steps: p.swa.anneal_steps ?? p.steps - startStep,
+      start_step: startStep,
+    };
+  }
+  return { ...p, min_lr: minLr, micro_batch: micro, seq_len: seqLen, n_micro: rows / micro, swa };
+}
+
+export const TRAIN_LOG_TABLE = {
+  step: "INTEGER",
+  tokens: "BIGINT",
+  loss: "DOUBLE",
+  lr: "DOUBLE",
+  grad_norm: "DOUBLE",
+  tokens_per_s: "DOUBLE",
+  elapsed_s: "DOUBLE",
+} as const;
+
+export const TRAIN_RUNS_TABLE = {
+  status: "VARCHAR",
+  steps_done: "INTEGER",
+  final_loss: "DOUBLE",
+  preset: "VARCHAR",
+  lr: "DOUBLE",
+  batch_tokens: "BIGINT",
+  seed: "INTEGER",
+  wall_s: "DOUBLE",
+} as const;
+
+interface LogRow {
+  /** Optimizer updates done after this step (1-based). */
+  step: number;
+  tokens: number;
+  loss: number;
+  lr: number;
+  grad_norm: number;
+  tokens_per_s: number;
+  elapsed_s: number;
+}
+
+const LOG_FILE = "train_log.jsonl";
+
+// ---------------------------------------------------------------------------------------
+// Output series
+
+/** One checkpoint series being written (original, ema or swa). */
+class SeriesWriter {
+  constructor(readonly dir: string, readonly info: SeriesInfo) {}
+
+  /** A writer that continues what `dir` holds up to `upToStep` (from an interrupted run). */
+  static async open(dir: string, fresh: SeriesInfo, upToStep: number): Promise<SeriesWriter> {
+    let info = fresh;
+    try {
+      const old = await readSeriesInfo(dir);
+      info = { ...fresh, checkpoints: old.checkpoints.filter((c) => c.step <= upToStep) };
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    await writeSeriesInfo(dir, info);
+    return new SeriesWriter(dir, info);
+  }
+
+  async add(step: number, tokens: number, weights: Arrays, meta: Record<string, number>) {
+    const file = checkpointFileName(step);
+    await writeCheckpoint(`${this.dir}/${file}`, weights, { step, tokens, ...meta });
+    this.info.checkpoints = this.info.checkpoints.filter((c) => c.step !== step);
+    this.info.checkpoints.push({ step, tokens, file });
+    await writeSeriesInfo(this.dir, this.info);
+  }
+}
+
+async function arraysOf(weights: Params): Promise<Arrays> {
+  const out: Arrays = {};
+  for (const [name, t] of Object.entries(weights)) out[name] = await toArray(t);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Log rows that survive a resume
+
+async function readLogRows(path: string, upToStep: number): Promise<LogRow[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+  const rows: LogRow[] = [];
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    let row: LogRow;
+    try {
+      row = JSON.parse(line) as LogRow;
+    } catch {
+      continue; // a line cut short by the crash
+    }
+    for (const key of Object.keys(row) as (keyof LogRow)[]) {
+      if (row[key] === null) row[key] = NaN; // JSON writes NaN as null
+    }
+    if (row.step <= upToStep) rows.push(row);
+  }
+  return rows;
+}
+
+function formatRate(tokensPerSecond: number): string {
+  return tokensPerSecond >= 1000
+    ? `${(tokensPerSecond / 1000).toFixed(1)}k`
+    : tokensPerSecond.toFixed(0);
+}
+
+// ---------------------------------------------------------------------------------------
+// The training loop
+
+export async function runTraining(
+  ctx: StepContext,
+  params: TrainParams,
+  tokensDir: string,
+): Promise<void> {
+  const meta = await readMeta(tokensDir);
+  const backend = await setBackend(params.backend ?? (ctx.backend as BackendName));
+  const cfg = modelConfig(params.preset, meta.vocab_size, params.model);
+  const p = resolveTrainParams(params, cfg);
+  const file = await openTokens(`${tokensDir}/${tokenFileName("train")}`, meta.dtype);
+  try {
+    await trainLoop(ctx, p, cfg, file, backend);
+  } finally {
+    file.close();
+  }
+}
+
+async function trainLoop(
+  ctx: StepContext,
+  p: ResolvedTrainParams,
+  cfg: GPTConfig,
+  file: TokenFile,
+  backend: { name: string; version: string },
+): Promise<void> {
+  const stateDir = `${ctx.outDir}/state`;
+  const logPath = `${ctx.outDir}/${LOG_FILE}`;
+  const base: CosineSchedule = { lr: p.lr, min_lr: p.min_lr, warmup: p.warmup, steps: p.steps };
+  const swaSchedule: SwaSchedule | null = p.swa
+    ? { start_step: p.swa.start_step, swa_lr: p.swa.lr, anneal_steps: p.swa.anneal_steps }
+    : null;
+  const rowsPerStep = p.micro_batch * p.n_micro;
+
+  const weights = initWeights(cfg, ctx.seed);
+  const trainable: Params = {};
+  const names = trainableNames(cfg);
+  for (const name of names) trainable[name] = weights[name];
+  const optimizer = new AdamW(trainable, {
+    weight_decay: p.weight_decay,
+    grad_clip: p.grad_clip,
+    decayed: isDecayed,
+  });
+  const ema = p.ema ? new WeightAverage("ema", p.ema.decay) : null;
+  const swa = p.swa ? new WeightAverage("swa") : null;
+
+  // Resume from an interrupted run, or start fresh.
+  const saved = await loadTrainState(stateDir);
+  let done = 0; // optimizer updates done
+  let elapsedBefore = 0;
+  if (saved) {
+    if (JSON.stringify(saved.params) !== JSON.stringify(p)) {
+      throw new Error(
+        `train: ${stateDir} holds the state of a run with other params; remove it to start over`,
+      );
+    }
+    for (const [name, w] of Object.entries(weights)) {
+      const a = saved.weights[name];
+      if (!a) throw new Error(`train: ${stateDir}: saved weights lack "${name}"`);
+      const t = tf.tensor(a.data, a.shape, "float32");
+      w.assign(t);
+      t.dispose();
+    }
+    optimizer.importState(saved.adam);
+    if (ema && saved.ema) ema.restore(saved.ema.count, saved.ema.weights, weights);
+    if (swa && saved.swa) swa.restore(saved.swa.count, saved.swa.weights, weights);
+    done = saved.step;
+    elapsedBefore = saved.elapsed_s;
+  } else if (ema) {
+    ema.update(weights); // the average starts from the initial weights (Algorithm 2)
+  }
+  const log = await readLogRows(logPath, done);
+  await writeTextAtomic(logPath, log.map((r) => JSON.stringify(r) + "\n").join(""));
+
+  const trainInfo = {
+    train: p,
+    seed: ctx.seed,
+    backend: backend.name,
+    backend_version: backend.version,
+  };
+  const model = { ...cfg } as unknown as Record<string, unknown>;
+  const seriesInfo = (
+    label: string,
+    method: string,
+    extra: Record<string, unknown>,
+  ): SeriesInfo => ({
+    format: "checkpoint-series/1",
+    label,
+    method,
+    params: { ...extra, ...trainInfo },
+    model,
+    checkpoints: [],
+  });
+  const original = await SeriesWriter.open(
+    `${ctx.outDir}/original`,
+    seriesInfo("original", "original", {}),
+    done,
+  );
+  const emaSeries = p.ema
+    ? await SeriesWriter.open(
+      `${ctx.outDir}/ema`,
+      seriesInfo(`EMA ${p.ema.decay}${p.ema.every > 1 ? ` every ${p.ema.every}` : ""}`, "ema", {
+        ...p.ema,
+      }),
+      done,
+    )
+    : null;
+  const swaSeries = p.swa
+    ? await SeriesWriter.open(
+      `${ctx.outDir}/swa`,
+      seriesInfo(`SWA from step ${p.swa.start_step}`, "swa", { ...p.swa }),
+      done,
+    )
+    : null;
+
+  ctx.progress.start(`train ${ctx.node}`, p.steps, "step");
+  if (done > 0) ctx.progress.log(`train: resuming at step ${done} of ${p.steps}`);
+  const t0 = performance.now();
+  const elapsed = () => elapsedBefore + (performance.now() - t0) / 1000;
+  let status: "completed" | "diverged" = "completed";
+  let lastLoss = log.length > 0 ? log[log.length - 1].loss : NaN;
+
+  const checkpointAt = async (step: number, lr: number, loss: number) => {
+    const tokens = step * p.batch_tokens;
+    const meta = { lr, loss };
+    const current = await arraysOf(weights);
+    const emaArrays = ema ? await arraysOf(ema.weights) : null;
+    const swaArrays = swa && swa.count > 0 ? await arraysOf(swa.weights) : null;
+    await original.add(step, tokens, current, meta);
+    if (emaSeries && emaArrays) await emaSeries.add(step, tokens, emaArrays, meta);
+    if (swaSeries && swaArrays) await swaSeries.add(step, tokens, swaArrays, meta);
+    await saveTrainState(stateDir, {
+      step,
+      tokens,
+      elapsed_s: elapsed(),
+      weights: current,
+      adam: await optimizer.exportState(),
+      ema: ema ? { count: ema.count, weights: emaArrays ?? {} } : null,
+      swa: swa ? { count: swa.count, weights: swaArrays ?? {} } : null,
+      params: p,
+    });
+  };
+
+  try {
+    while (done < p.steps) {
+      if (ctx.signal.aborted) throw new Error(`train: cancelled at step ${done} of ${p.steps}`);
+      const s = done; // 0-based index of this update
+      const stepStart = performance.now();
+      const lr = trainingLrAt(s, base, swaSchedule);
+      // The whole step's windows at once, so the data of a step does not depend on how
+      // it is split into micro-batches.
+      const batch: Batch = trainBatch(file, rowsPerStep, p.seq_len, ctx.seed, s);
+      const microTokens = p.micro_batch * p.seq_len;
+      const { grads, loss } = accumulateGradients(weights, names, p.n_micro, (i) => {
+        const x = tf.tensor2d(batch.x.subarray(i * microTokens, (i + 1) * microTokens), [
+          p.micro_batch,
+          p.seq_len,
+        ], "int32");
+        const y = tf.tensor2d(batch.y.subarray(i * microTokens, (i + 1) * microTokens), [
+          p.micro_batch,
+          p.seq_len,
+        ], "int32");
+        return meanLoss(cfg, weights, x, y);
+      });
+      let lossValue = (await loss.data())[0];
+      loss.dispose();
+      if (p.nan_at_step === s + 1) lossValue = NaN;
+      if (!Number.isFinite(lossValue)) {
+        tf.dispose(Object.values(grads));
+        status = "diverged";
+        lastLoss = lossValue;
+        log.push({
+          step: s + 1,
+          tokens: (s + 1) * p.batch_tokens,
+          loss: lossValue,
+          lr,
+          grad_norm: NaN,
+          tokens_per_s: NaN,
+          elapsed_s: elapsed(),
+        });
+        ctx.progress.log(`train: loss is ${lossValue} at step ${s + 1}: run diverged, stopping`);
+        break;
+      }
+      const normTensor = optimizer.update(grads, lr);
+      const gradNorm = (await normTensor.data())[0];
+      tf.dispose([normTensor, ...Object.values(grads)]);
+      done = s + 1;
+      if (ema && p.ema && done % p.ema.every === 0) ema.update(weights);
+      if (swa && p.swa && s >= p.swa.start_step && (s - p.swa.start_step) % p.swa.every === 0) {
+        swa.update(weights);
+      }
+      const seconds = (performance.now() - stepStart) / 1000;
+      const row: LogRow = {
+        step: done,
+        tokens: done * p.batch_tokens,
+        loss: lossValue,
+        lr,
+        grad_norm: gradNorm,
+        tokens_per_s: p.batch_tokens / seconds,
+        elapsed_s: elapsed(),
+      };
+      log.push(row);
+      lastLoss = lossValue;
+      await Deno.writeTextFile(logPath, JSON.stringify(row) + "\n", { append: true });
+      if (done % p.save_every === 0 || done === p.steps) await checkpointAt(done, lr, lossValue);
+      ctx.progress.update(
+        done,
+        `loss ${lossValue.toFixed(3)} · ${formatRate(row.tokens_per_s)} tok/s`,
+      );
+    }
+  } finally {
+    optimizer.dispose();
+    ema?.dispose();
+    swa?.dispose();
+    tf.dispose(Object.values(weights));
+  }
+
+  ctx.results.append("train_log", log.map((r) => ({ ...r }) as Row));
+  ctx.results.append("train_runs", [{
+    status,
+    steps_done: done,
+    final_loss: lastLoss,
+    preset: p.preset,
+    lr: p.lr,
+    batch_tokens: p.batch_tokens,
+    seed: ctx.seed,
+    wall_s: elapsed(),
+  }]);
+  await Deno.remove(stateDir, { recursive: true }).catch(() => {});
+}
+
+export const trainStep = defineStep({
+  name: "train",
+  module: import.meta.url,
+  params: trainParams,
+  inputs: ["tokens"],
+  tables: { train_log: TRAIN_LOG_TABLE, train_runs: TRAIN_RUNS_TABLE },
+  resumable: true,
+  async run(ctx: StepContext, params: TrainParams, inputs: Record<string, InputValue>) {
+    const tokens = inputs.tokens;
+    if (!tokens || Array.isArray(tokens)) {
+      throw new Error(
+        `train: input "tokens" must be one tokenize output, got ${
+          Array.isArray(tokens) ? "a list" : "nothing"
+        }`,
+      );
+    }
+    await runTraining(ctx, params, (tokens as InputRef).dir);
+  },
+});
