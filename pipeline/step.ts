@@ -89,6 +89,12 @@ export interface StepKind<P extends z.ZodType = z.ZodType> {
   tables?: Record<string, TableSchema>;
   /** If true, a crashed run's outDir is kept and handed to the next run (e.g. training resumes). */
   resumable?: boolean;
+  /**
+   * Whether the run's tfjs backend and seed can change this step's outputs (both
+   * default to true). A step that sets one to false (e.g. tokenize, which uses neither)
+   * keeps it out of its cache key, so switching `--backend` does not rebuild it.
+   */
+  uses?: { backend?: boolean; seed?: boolean };
   /** npm packages whose versions go into the key beyond those its modules import (e.g. datasets read at run time). */
   extraPackages?: string[];
   run(ctx: StepContext, params: z.infer<P>, inputs: Record<string, InputValue>): Promise<void>;

@@ -1,0 +1,68 @@
+// Turning zod issues into the one-line messages users see: `<file>: <field path>:
+// expected X, got Y`. Zod's own messages lack the file and the value that was wrong.
+import type { z } from "zod";
+
+/** An error whose message is complete for the user: the CLI prints it without a stack. */
+export class UserError extends Error {
+  override name = "UserError";
+}
+
+/** `steps.train.params.lr[1]` from a path of keys and indices. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = "";
+  for (const part of path) {
+    if (typeof part === "number") out += `[${part}]`;
+    else out += out === "" ? String(part) : `.${String(part)}`;
+  }
+  return out === "" ? "(top level)" : out;
+}
+
+/** A short description of a value: `string "fast"`, `number 3`, `array`, `null`. */
+export function describeValue(value: unknown): string {
+  if (value === undefined) return "nothing";
+  if (value === null) return "null";
+  if (Array.isArray(value)) return `a list ${truncate(JSON.stringify(value))}`;
+  if (typeof value === "object") return "an object";
+  return `${typeof value} ${truncate(JSON.stringify(value))}`;
+}
+
+function truncate(text: string): string {
+  return text.length > 40 ? text.slice(0, 37) + "..." : text;
+}
+
+function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
+  let v: unknown = root;
+  for (const part of path) {
+    if (v === null || typeof v !== "object") return undefined;
+    v = (v as Record<PropertyKey, unknown>)[part as string];
+  }
+  return v;
+}
+
+/** One line per issue (at most 3), each `prefix.path: expected ..., got ...`. */
+export function describeIssues(
+  issues: readonly z.core.$ZodIssue[],
+  data: unknown,
+  prefix: readonly PropertyKey[] = [],
+): string {
+  const lines = issues.slice(0, 3).map((issue) => {
+    const where = formatPath([...prefix, ...issue.path]);
+    const got = valueAt(data, issue.path);
+    switch (issue.code) {
+      case "invalid_type":
+        return `${where}: expected ${issue.expected}, got ${describeValue(got)}`;
+      case "unrecognized_keys":
+        return `${where}: unknown field${issue.keys.length > 1 ? "s" : ""} ${
+          issue.keys.map((k) => JSON.stringify(k)).join(", ")
+        }`;
+      case "invalid_value":
+        return `${where}: expected one of ${
+          issue.values.map((v) => JSON.stringify(v)).join(", ")
+        }, got ${describeValue(got)}`;
+      default:
+        return `${where}: ${issue.message} (got ${describeValue(got)})`;
+    }
+  });
+  if (issues.length > 3) lines.push(`(and ${issues.length - 3} more problems)`);
+  return lines.join("; ");
+}

@@ -1,0 +1,342 @@
+// Runs an expanded pipeline: every instance, in topological order, either found in the
+// cache or executed (at most `jobs` at once). Each instance waits for its inputs; once
+// they are built, its cache key is computed from their digests. A failure fails only
+// its descendants (they are skipped); everything else goes on. Ctrl-C aborts the
+// signal: running steps see it, nothing new starts, no partial entry is left.
+import type { Instance } from "./expand.ts";
+import type { ExpandedPipeline } from "./expand.ts";
+import type { InputRef, InputValue, StepKind } from "./step.ts";
+import { cacheKey, type KeyParts, type Manifest, ROWS_DIR, type Store } from "./store.ts";
+import type { ResultsDb, RunRecord } from "./results.ts";
+import { readRowFiles } from "./results.ts";
+import { Fingerprinter } from "./fingerprint.ts";
+import { type Executor, inProcessExecutor } from "./executor.ts";
+import { withFileLock } from "./lock.ts";
+import { createSink } from "./sink.ts";
+import type { Reporter } from "./progress.ts";
+import { Explainer, type PartialKeyParts } from "./explain.ts";
+
+export type OutcomeStatus =
+  | "cached"
+  | "ok"
+  | "failed"
+  | "skipped"
+  | "cancelled"
+  | "would-run";
+
+export interface Outcome {
+  instance: Instance;
+  status: OutcomeStatus;
+  /** Cache key; null when an input was not built (skipped, or a dry run upstream). */
+  key: string | null;
+  manifest?: Manifest;
+  /** Why it would run (dry run) or why it was skipped. */
+  reasons?: string[];
+  error?: string;
+}
+
+export interface RunOptions {
+  pipeline: ExpandedPipeline;
+  store: Store;
+  results: ResultsDb;
+  /** tfjs backend name, and how to get its version (both go into keys). */
+  backend: string;
+  backendVersion: (name: string) => string;
+  seed: number;
+  /** Most instances executing at once. */
+  jobs: number;
+  /** Node names or step kinds to rerun even when cached. */
+  force: string[];
+  dryRun: boolean;
+  reporter: Reporter;
+  signal: AbortSignal;
+  executor?: Executor;
+  fingerprinter?: Fingerprinter;
+}
+
+export interface RunSummary {
+  outcomes: Outcome[];
+  /** Instances whose step ran successfully in this run. */
+  executed: number;
+  cached: number;
+  failed: Outcome[];
+  skipped: number;
+  cancelled: number;
+}
+
+/** A counting semaphore for the `--jobs` pool. */
+class Pool {
+  #free: number;
+  #waiting: (() => void)[] = [];
+  constructor(size: number) {
+    this.#free = Math.max(1, size);
+  }
+  async acquire(): Promise<void> {
+    if (this.#free > 0) {
+      this.#free--;
+      return;
+    }
+    await new Promise<void>((resolve) => this.#waiting.push(resolve));
+  }
+  release(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#free++;
+  }
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** Key parts of an instance given its built inputs (null inputs: not all built). */
+export async function keyPartsOf(
+  instance: Instance,
+  upstream: Map<string, { key: string; digest: string } | null>,
+  opts: Pick<RunOptions, "backend" | "backendVersion" | "seed">,
+  fingerprinter: Fingerprinter,
+): Promise<PartialKeyParts> {
+  const kind = instance.kind;
+  let inputs: KeyParts["inputs"] | null = {};
+  for (const [name, ids] of Object.entries(instance.inputs)) {
+    const refs = (Array.isArray(ids) ? ids : [ids]).map((id) => upstream.get(id) ?? null);
+    if (refs.some((r) => r === null)) {
+      inputs = null;
+      break;
+    }
+    const built = refs as { key: string; digest: string }[];
+    inputs[name] = Array.isArray(ids) ? built : built[0];
+  }
+  return {
+    step: kind.name,
+    code: await fingerprinter.kind(kind),
+    params: instance.params,
+    inputs,
+    backend: kind.uses?.backend === false
+      ? null
+      : `${opts.backend}@${opts.backendVersion(opts.backend)}`,
+    seed: kind.uses?.seed === false ? null : opts.seed,
+  };
+}
+
+function isForced(instance: Instance, force: string[]): boolean {
+  return force.includes(instance.node) || force.includes(instance.kind.name);
+}
+
+export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
+  const { pipeline, store, results, reporter, signal } = opts;
+  const executor = opts.executor ?? inProcessExecutor;
+  const fingerprinter = opts.fingerprinter ?? new Fingerprinter();
+  const explainer = new Explainer(store);
+  const pool = new Pool(opts.jobs);
+  await store.init();
+  // Which entries already have their rows in results.duckdb (one short open).
+  const loaded = opts.dryRun ? new Set<string>() : await results.loadedKeys();
+
+  const outcomes = new Map<string, Promise<Outcome>>();
+  const built = new Map<string, { key: string; digest: string; manifest: Manifest } | null>();
+
+  const inputRefs = (instance: Instance): Record<string, InputValue> => {
+    const refs: Record<string, InputValue> = {};
+    for (const [name, ids] of Object.entries(instance.inputs)) {
+      const toRef = (id: string): InputRef => {
+        const b = built.get(id)!;
+        const up = pipeline.byId.get(id)!;
+        return {
+          key: b.key,
+          step: up.kind.name,
+          node: up.node,
+          params: up.params,
+          dir: store.entryDir(b.key),
+        };
+      };
+      refs[name] = Array.isArray(ids) ? ids.map(toRef) : toRef(ids);
+    }
+    return refs;
+  };
+
+  const settle = async (instance: Instance): Promise<Outcome> => {
+    const upstreamIds = Object.values(instance.inputs).flat();
+    const ups = await Promise.all(upstreamIds.map((id) => outcomes.get(id)!));
+    const blocked = ups.filter((o) => o.status !== "ok" && o.status !== "cached");
+    const upstreamMap = new Map<string, { key: string; digest: string } | null>();
+    for (const id of upstreamIds) {
+      const b = built.get(id);
+      upstreamMap.set(id, b ? { key: b.key, digest: b.digest } : null);
+    }
+
+    if (blocked.some((o) => o.status !== "would-run")) {
+      const cause = blocked.find((o) => o.status !== "would-run")!;
+      const status = signal.aborted ? "cancelled" : "skipped";
+      const outcome: Outcome = {
+        instance,
+        status,
+        key: null,
+        reasons: [`input ${cause.instance.label} ${cause.status}`],
+      };
+      reporter.event(
+        instance.label,
+        status === "cancelled" ? "skipped" : status,
+        outcome.reasons![0],
+      );
+      return outcome;
+    }
+
+    const parts = await keyPartsOf(instance, upstreamMap, opts, fingerprinter);
+    const forced = isForced(instance, opts.force);
+    if (parts.inputs === null) {
+      // Dry run with an upstream that would run: this one would run too.
+      const reasons = forced ? ["forced"] : await explainer.reasons(instance.node, parts);
+      reporter.line(`would run ${instance.label}: ${reasons.join(", ")}`);
+      return { instance, status: "would-run", key: null, reasons };
+    }
+    const key = cacheKey(parts as KeyParts);
+    const existing = await store.readManifest(key);
+
+    if (existing && !forced) {
+      built.set(instance.id, { key, digest: existing.digest, manifest: existing });
+      if (!opts.dryRun && !loaded.has(key)) {
+        await results.loadInstance(
+          key,
+          instance.kind.tables ?? {},
+          `${store.entryDir(key)}/${ROWS_DIR}`,
+        );
+      }
+      if (opts.dryRun) reporter.line(`cached    ${instance.label} (${key.slice(0, 12)})`);
+      return { instance, status: "cached", key, manifest: existing };
+    }
+    if (opts.dryRun) {
+      const reasons = forced ? ["forced"] : await explainer.reasons(instance.node, parts);
+      reporter.line(`would run ${instance.label} (${key.slice(0, 12)}): ${reasons.join(", ")}`);
+      return { instance, status: "would-run", key, reasons };
+    }
+    if (signal.aborted) {
+      return { instance, status: "cancelled", key };
+    }
+
+    await pool.acquire();
+    try {
+      if (signal.aborted) return { instance, status: "cancelled", key };
+      return await execute(instance, key, parts as KeyParts, forced);
+    } finally {
+      pool.release();
+    }
+  };
+
+  const execute = async (
+    instance: Instance,
+    key: string,
+    parts: KeyParts,
+    forced: boolean,
+  ): Promise<Outcome> => {
+    const kind: StepKind = instance.kind;
+    const tables = kind.tables ?? {};
+    let run: RunRecord | null = null;
+    const outcome = await withFileLock(store.lockPath(key), async (): Promise<Outcome> => {
+      // Another process may have built it while this one waited for the lock.
+      const now = await store.readManifest(key);
+      if (now && !forced) {
+        built.set(instance.id, { key, digest: now.digest, manifest: now });
+        return { instance, status: "cached", key, manifest: now };
+      }
+      const outDir = await store.prepareWorkDir(key, kind.resumable === true);
+      reporter.event(instance.label, "running");
+      const started = new Date();
+      try {
+        await executor.execute({
+          kind,
+          params: instance.params,
+          inputs: inputRefs(instance),
+          ctx: {
+            key,
+            node: instance.node,
+            outDir,
+            backend: opts.backend,
+            seed: opts.seed,
+            results: createSink(kind.name, outDir, tables, results),
+            progress: reporter.progressFor(instance.label),
+            signal,
+          },
+        });
+        if (signal.aborted) throw new Error("cancelled (interrupted)");
+      } catch (e) {
+        if (!kind.resumable) await store.discardWorkDir(key);
+        const error = signal.aborted ? "cancelled (interrupted)" : errorText(e);
+        run = {
+          key,
+          step: kind.name,
+          node: instance.node,
+          params: instance.params,
+          status: "failed",
+          started,
+          duration_s: (Date.now() - started.getTime()) / 1000,
+          error,
+        };
+        reporter.event(instance.label, "failed", error);
+        return { instance, status: signal.aborted ? "cancelled" : "failed", key, error };
+      }
+      const finished = new Date();
+      const rows = await readRowFiles(`${outDir}/${ROWS_DIR}`);
+      const manifest = await store.commit(key, {
+        step: kind.name,
+        node: instance.node,
+        params: instance.params,
+        inputs: Object.fromEntries(
+          Object.entries(parts.inputs).map((
+            [n, v],
+          ) => [n, Array.isArray(v) ? v.map((x) => x.key) : v.key]),
+        ),
+        keyParts: parts,
+        started: started.toISOString(),
+        finished: finished.toISOString(),
+        duration_s: (finished.getTime() - started.getTime()) / 1000,
+        backend: opts.backend,
+        seed: opts.seed,
+        host: Deno.hostname(),
+        rows: Object.fromEntries(Object.entries(rows).map(([t, r]) => [t, r.length])),
+      });
+      built.set(instance.id, { key, digest: manifest.digest, manifest });
+      run = {
+        key,
+        step: kind.name,
+        node: instance.node,
+        params: instance.params,
+        status: "ok",
+        started,
+        duration_s: manifest.duration_s,
+        error: null,
+      };
+      return { instance, status: "ok", key, manifest };
+    });
+
+    const record = run as RunRecord | null;
+    try {
+      if (outcome.status === "ok") {
+        await results.loadInstance(key, tables, `${store.entryDir(key)}/${ROWS_DIR}`, record!);
+        reporter.event(instance.label, "ok");
+      } else if (outcome.status === "cached") {
+        if (!loaded.has(key)) {
+          await results.loadInstance(key, tables, `${store.entryDir(key)}/${ROWS_DIR}`);
+        }
+      } else if (record) {
+        await results.recordRun(record);
+      }
+    } catch (e) {
+      const error = `results not stored: ${errorText(e)}`;
+      reporter.event(instance.label, "failed", error);
+      return { ...outcome, status: "failed", error };
+    }
+    return outcome;
+  };
+
+  for (const instance of pipeline.instances) outcomes.set(instance.id, settle(instance));
+  const all = await Promise.all(pipeline.instances.map((i) => outcomes.get(i.id)!));
+  return {
+    outcomes: all,
+    executed: all.filter((o) => o.status === "ok").length,
+    cached: all.filter((o) => o.status === "cached").length,
+    failed: all.filter((o) => o.status === "failed"),
+    skipped: all.filter((o) => o.status === "skipped").length,
+    cancelled: all.filter((o) => o.status === "cancelled").length,
+  };
+}

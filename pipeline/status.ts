@@ -1,0 +1,67 @@
+// `status <pipeline>`: one line per instance, whether it is in the cache, its size and
+// how long it took. Computed like a dry run (keys from the digests of built inputs).
+import { type RunOptions, runPipeline } from "./runner.ts";
+import { formatDuration, type Reporter } from "./progress.ts";
+
+export const silentReporter: Reporter = {
+  event() {},
+  line() {},
+  progressFor: () => ({ start() {}, update() {}, log() {} }),
+  close() {},
+};
+
+export function formatBytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+/** Rows of the status table, and the text to print. */
+export async function pipelineStatus(
+  opts: Omit<RunOptions, "dryRun" | "reporter" | "force" | "jobs">,
+): Promise<
+  {
+    rows: { label: string; state: string; key: string; bytes: number; duration_s: number | null }[];
+    text: string;
+  }
+> {
+  const summary = await runPipeline({
+    ...opts,
+    dryRun: true,
+    force: [],
+    jobs: 1,
+    reporter: silentReporter,
+  });
+  const rows = summary.outcomes.map((o) => {
+    const m = o.manifest;
+    return {
+      label: o.instance.label,
+      state: o.status === "cached" ? "cached" : o.key ? "missing" : "missing (inputs not built)",
+      key: o.key ? o.key.slice(0, 12) : "-",
+      bytes: m ? Object.values(m.outputs).reduce((s, f) => s + f.bytes, 0) : 0,
+      duration_s: m ? m.duration_s : null,
+    };
+  });
+  const header = ["instance", "state", "key", "size", "duration"];
+  const table = [
+    header,
+    ...rows.map((r) => [
+      r.label,
+      r.state,
+      r.key,
+      r.state === "cached" ? formatBytes(r.bytes) : "-",
+      r.duration_s === null ? "-" : formatDuration(r.duration_s),
+    ]),
+  ];
+  const widths = header.map((_, c) => Math.max(...table.map((row) => row[c].length)));
+  const lines = table.map((row) =>
+    row.map((cell, c) => cell.padEnd(widths[c])).join("  ").trimEnd()
+  );
+  const cached = rows.filter((r) => r.state === "cached").length;
+  lines.push(`${cached} of ${rows.length} instances cached`);
+  return { rows, text: lines.join("\n") };
+}
