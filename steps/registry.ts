@@ -1,5 +1,22 @@
 // Every step kind a pipeline file may name. The engine gets this list from main.ts;
 // it never imports step modules itself.
 import type { StepKind } from "../pipeline/step.ts";
+import { corpusStep } from "./corpus.ts";
+import { tokenizeStep } from "./tokenize.ts";
+import { trainStep } from "./train.ts";
+import { averageStep } from "./average.ts";
+import { evaluateStep } from "./evaluate.ts";
+import { savingsStep } from "./savings.ts";
+import { lmcStep } from "./lmc.ts";
+import { plotStep } from "./plot.ts";
 
-export const STEP_KINDS: StepKind[] = [];
+export const STEP_KINDS: StepKind[] = [
+  corpusStep,
+  tokenizeStep,
+  trainStep,
+  averageStep,
+  evaluateStep,
+  savingsStep,
+  lmcStep,
+  plotStep,
+] as StepKind[];

@@ -2,8 +2,10 @@
 // Writes <outDir>/train.bin (every train document), <outDir>/val-<domain>.bin (each
 // held-out domain) and <outDir>/meta.json (lm/data.ts's TokenMeta). Every document is
 // followed by the end-of-text id. Text is encoded once with GPT-2 BPE; the compact
-// tokenizer's table is counted on those train ids and applied by lookup, so the compact
-// option costs one pass more over ids, not over text.
+// tokenizer's table is counted on those train ids and applied by lookup (tokens outside it
+// become their bytes), so the compact option costs one pass more over ids, not over text.
+// meta.json's tokenizer.fallback_fraction gives, per file, the share of GPT-2 tokens that
+// went through the byte fallback.
 import { z } from "zod";
 import gptTokenizerPackage from "gpt-tokenizer/package.json" with { type: "json" };
 import { defineStep, type InputRef, type StepContext } from "../pipeline/step.ts";
@@ -15,10 +17,11 @@ import {
   encodeGpt2,
   GPT2_EOT_ID,
   GPT2_VOCAB_SIZE,
+  toCompactIds,
 } from "../lm/tokenizer.ts";
 
 export const tokenizeParams = z.object({
-  /** "gpt2": GPT-2's 50257 ids. "compact": vocab_size ids remapped from GPT-2 (lm/tokenizer.ts). */
+  /** "gpt2": GPT-2's 50257 ids. "compact": vocab_size ids remapped from GPT-2 with a byte fallback (lm/tokenizer.ts). */
   tokenizer: z.enum(["gpt2", "compact"]).default("compact"),
   /** Vocabulary size of the compact tokenizer (default 8192); gpt2 is always 50257. */
   vocab_size: z.number().int().optional(),
@@ -115,7 +118,8 @@ export const tokenizeStep = defineStep({
     const progress: CharProgress = { ctx, done: 0, tokens: 0 };
     ctx.progress.start("tokenize", totalChars, "char");
 
-    // 1. Train split as GPT-2 ids, and the compact table counted on it.
+    // 1. Train split as GPT-2 ids, and the compact table counted on it. The cut to
+    //    max_train_tokens applies to the ids written (a byte fallback only lengthens).
     const trainBuffer = new IdBuffer();
     const maxTrain = params.max_train_tokens ?? Infinity;
     for (const domain of trainDomains) {
@@ -130,28 +134,21 @@ export const tokenizeStep = defineStep({
       table = buildCompactTable(counts, vocabSize);
       lookup = compactLookup(table);
     }
-    const unkId = compact ? vocabSize - 1 : null;
 
-    // 2. Remap (compact) and write each split; count <unk>s.
+    // 2. Remap (compact) and write each split; count byte fallbacks.
     const counts: Record<string, number> = {};
-    const unkFraction: Record<string, number> = {};
-    const write = async (name: string, gpt2Ids: Uint16Array) => {
+    const fallbackFraction: Record<string, number> = {};
+    const write = async (name: string, gpt2Ids: Uint16Array, maxTokens = Infinity) => {
       let ids: ArrayLike<number> = gpt2Ids;
       if (lookup) {
-        const mapped = new Int32Array(gpt2Ids.length);
-        let unks = 0;
-        for (let i = 0; i < gpt2Ids.length; i++) {
-          const c = lookup[gpt2Ids[i]];
-          mapped[i] = c;
-          if (c === unkId) unks++;
-        }
-        ids = mapped;
-        unkFraction[name] = gpt2Ids.length === 0 ? 0 : unks / gpt2Ids.length;
+        const mapped = toCompactIds(gpt2Ids, lookup);
+        ids = mapped.ids.subarray(0, Math.min(mapped.ids.length, maxTokens));
+        fallbackFraction[name] = gpt2Ids.length === 0 ? 0 : mapped.fallbacks / gpt2Ids.length;
       }
       await writeTokens(`${ctx.outDir}/${tokenFileName(name)}`, ids, dtype);
-      counts[name] = gpt2Ids.length;
+      counts[name] = ids.length;
     };
-    await write("train", train);
+    await write("train", train, maxTrain);
     for (const domain of valDomains) {
       const buffer = new IdBuffer();
       await encodeDomain(corpusDir, "val", domain, buffer, progress);
@@ -169,18 +166,20 @@ export const tokenizeStep = defineStep({
         base: "gpt2",
         encoding: "r50k_base",
         package: `${gptTokenizerPackage.name}@${gptTokenizerPackage.version}`,
-        ...(compact ? { unk_fraction: unkFraction } : {}),
+        ...(compact ? { fallback_fraction: fallbackFraction } : {}),
       },
       domains: valDomains,
       counts,
       eot_id: lookup ? lookup[GPT2_EOT_ID] : GPT2_EOT_ID,
-      unk_id: unkId,
+      unk_id: null,
       decode: table ? Array.from(table) : null,
     };
     await Deno.writeTextFile(`${ctx.outDir}/meta.json`, JSON.stringify(meta) + "\n");
-    const unkNote = compact ? `, ${(100 * unkFraction.train).toFixed(2)}% <unk> in train` : "";
+    const fallbackNote = compact
+      ? `, ${(100 * fallbackFraction.train).toFixed(2)}% of train GPT-2 tokens as bytes`
+      : "";
     ctx.progress.log(
-      `tokenize: ${counts.train} train tokens, ${valDomains.length} held-out domains${unkNote}`,
+      `tokenize: ${counts.train} train tokens, ${valDomains.length} held-out domains${fallbackNote}`,
     );
   },
 });

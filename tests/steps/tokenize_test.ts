@@ -1,11 +1,12 @@
 // The tokenize step on a small default-corpus subset (fake context): token files in
-// nanoGPT's layout, meta.json, decoding back to the documents, and its errors.
+// nanoGPT's layout, meta.json, exact decoding back to the documents (gpt2, and compact
+// through its byte fallback), and its errors.
 import assert from "node:assert/strict";
 import { corpusStep } from "../../steps/corpus.ts";
 import { tokenizeStep } from "../../steps/tokenize.ts";
 import { readDocuments } from "../../lm/corpus.ts";
 import { openTokens, readMeta } from "../../lm/data.ts";
-import { GPT2_EOT_ID, tokenizerFromMeta, UNK_TEXT } from "../../lm/tokenizer.ts";
+import { encodeGpt2, GPT2_EOT_ID, tokenizerFromMeta } from "../../lm/tokenizer.ts";
 import type { InputRef } from "../../pipeline/step.ts";
 import { type FakeContext, fakeContext } from "../helpers/fake_ctx.ts";
 
@@ -76,33 +77,48 @@ cases.push(["tokenize gpt2: nanoGPT files, counts and exact decoding", async () 
   }
 }]);
 
-cases.push(["tokenize compact: vocab_size ids, decodes back where nothing is <unk>", async () => {
+cases.push(["tokenize compact: vocab_size ids, byte fallback decodes back exactly", async () => {
   const input = await corpus();
   const ctx = await runTokenize({ tokenizer: "compact", vocab_size: 512 });
   const again = await runTokenize({ tokenizer: "compact", vocab_size: 512 });
   try {
     const meta = await readMeta(ctx.outDir);
     assert.equal(meta.vocab_size, 512);
-    assert.equal(meta.unk_id, 511);
+    assert.equal(meta.dtype, "uint16");
+    assert.equal(meta.unk_id, null);
     assert.equal(meta.eot_id, 0);
-    assert.equal(meta.decode!.length, 511);
+    assert.equal(meta.decode!.length, 512);
+    assert.equal(meta.decode![0], GPT2_EOT_ID);
+    for (const [name, n] of Object.entries(meta.counts)) {
+      assert.equal((await Deno.stat(`${ctx.outDir}/${name}.bin`)).size, 2 * n, name);
+    }
     const train = await openTokens(`${ctx.outDir}/train.bin`, "uint16");
     const ids = train.read(0, train.length);
     assert.ok(ids.every((id) => id >= 0 && id < 512));
-    assert.ok(ids.includes(511), "a 512-id vocabulary leaves some tokens unknown");
-    // Decoding gives the documents back with unknown pieces shown as <unk>.
+    // Nothing is lost: train and held-out files decode to the documents exactly.
     const tok = tokenizerFromMeta(meta);
-    const text = tok.decode(ids);
-    const pieces = text.split(UNK_TEXT);
-    const expected = (await trainTexts(input.dir)).join("<|endoftext|>") + "<|endoftext|>";
-    let at = 0;
-    for (const piece of pieces) {
-      const found = expected.indexOf(piece, at);
-      assert.ok(found >= at, "every known piece appears in order");
-      at = found + piece.length;
+    assert.equal(tok.unkId, null);
+    const texts = await trainTexts(input.dir);
+    assert.equal(tok.decode(ids), texts.join("<|endoftext|>") + "<|endoftext|>");
+    const val = await openTokens(`${ctx.outDir}/val-news.bin`, meta.dtype);
+    const newsVal = await readDocuments(input.dir, "val", "news");
+    assert.equal(tok.decode(val.read(0, val.length)), newsVal[0].text + "<|endoftext|>");
+    // fallback_fraction: GPT-2 tokens of train outside the table, over all GPT-2 tokens.
+    const inTable = new Set(meta.decode);
+    let gpt2 = 0;
+    let outside = 0;
+    for (const text of texts) {
+      for (const id of [...encodeGpt2(text), GPT2_EOT_ID]) {
+        gpt2++;
+        if (!inTable.has(id)) outside++;
+      }
     }
-    const unk = meta.tokenizer.unk_fraction as Record<string, number>;
-    assert.ok(unk.train > 0 && unk.train < 0.5);
+    const fallback = meta.tokenizer.fallback_fraction as Record<string, number>;
+    assert.ok(outside > 0, "a 512-id vocabulary leaves some tokens to the byte fallback");
+    assert.ok(Math.abs(fallback.train - outside / gpt2) < 1e-12);
+    assert.ok(fallback["val-news"] > 0 && fallback["val-news"] < 1);
+    assert.ok(meta.counts.train > gpt2, "byte fallback lengthens the sequence");
+    assert.equal(meta.tokenizer.unk_fraction, undefined);
     const bytes = (name: string) => Deno.readFile(`${again.outDir}/${name}`);
     assert.deepEqual(await Deno.readFile(`${ctx.outDir}/train.bin`), await bytes("train.bin"));
     assert.deepEqual(await Deno.readFile(`${ctx.outDir}/meta.json`), await bytes("meta.json"));
@@ -113,13 +129,16 @@ cases.push(["tokenize compact: vocab_size ids, decodes back where nothing is <un
 }]);
 
 cases.push(["tokenize: max_train_tokens cuts the train split only", async () => {
-  const ctx = await runTokenize({ tokenizer: "gpt2", max_train_tokens: 1000 });
-  try {
-    const meta = await readMeta(ctx.outDir);
-    assert.equal(meta.counts.train, 1000);
-    assert.ok(meta.counts["val-novel"] > 0);
-  } finally {
-    await ctx.dispose();
+  for (const tokenizer of ["gpt2", "compact"]) {
+    const ctx = await runTokenize({ tokenizer, max_train_tokens: 1000 });
+    try {
+      const meta = await readMeta(ctx.outDir);
+      assert.equal(meta.counts.train, 1000, tokenizer);
+      assert.equal((await Deno.stat(`${ctx.outDir}/train.bin`)).size, 2000, tokenizer);
+      assert.ok(meta.counts["val-novel"] > 0);
+    } finally {
+      await ctx.dispose();
+    }
   }
 }]);
 
@@ -129,8 +148,8 @@ cases.push(["tokenize: bad params and inputs give clear errors", async () => {
     /vocab_size 8192 does not apply to tokenizer gpt2/,
   );
   await assert.rejects(
-    runTokenize({ tokenizer: "compact", vocab_size: 2 }),
-    /vocab_size must be an integer from 3 to 50257/,
+    runTokenize({ tokenizer: "compact", vocab_size: 256 }),
+    /vocab_size must be an integer from 257 to 50257/,
   );
   const empty = await Deno.makeTempDir();
   try {
