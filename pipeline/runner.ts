@@ -203,6 +203,7 @@ export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
         );
       }
       if (opts.dryRun) reporter.line(`cached    ${instance.label} (${key.slice(0, 12)})`);
+      else await instance.kind.publish?.(store.entryDir(key), instance.params, store.root);
       return { instance, status: "cached", key, manifest: existing };
     }
     if (opts.dryRun) {
@@ -320,6 +321,9 @@ export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
         }
       } else if (record) {
         await results.recordRun(record);
+      }
+      if ((outcome.status === "ok" || outcome.status === "cached") && kind.publish) {
+        await kind.publish(store.entryDir(key), instance.params, store.root);
       }
     } catch (e) {
       const error = `results not stored: ${errorText(e)}`;

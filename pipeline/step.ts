@@ -98,6 +98,12 @@ export interface StepKind<P extends z.ZodType = z.ZodType> {
   /** npm packages whose versions go into the key beyond those its modules import (e.g. datasets read at run time). */
   extraPackages?: string[];
   run(ctx: StepContext, params: z.infer<P>, inputs: Record<string, InputValue>): Promise<void>;
+  /**
+   * Called after the instance is built or found in the cache, to copy its outputs
+   * somewhere users look (e.g. plot -> artifacts/figures/<pipeline>/). `entryDir` is the
+   * read-only cache entry; `artifactsDir` the artifacts root.
+   */
+  publish?(entryDir: string, params: z.infer<P>, artifactsDir: string): Promise<void>;
 }
 
 /** Identity helper that keeps the params type when declaring a step kind. */

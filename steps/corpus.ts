@@ -44,6 +44,8 @@ export type CorpusParams = z.infer<typeof corpusParams>;
 export const corpusStep = defineStep({
   name: "corpus",
   module: import.meta.url,
+  // Text and token ids do not depend on the tfjs backend or the run seed (the split has its own).
+  uses: { backend: false, seed: false },
   params: corpusParams,
   inputs: [],
   extraPackages: DEFAULT_CORPUS_PACKAGES,

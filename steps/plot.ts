@@ -46,6 +46,8 @@ export const plotStep = defineStep({
   inputs: ["evals"],
   // Drawing reads finished results only: the tfjs backend and the seed cannot change it.
   uses: { backend: false, seed: false },
+  publish: (entryDir, params, artifactsDir) =>
+    publishFigures(entryDir, `${artifactsDir}/figures/${params.pipeline}`),
   async run(ctx, params, inputs) {
     const refs = asList(inputs.evals);
     if (refs.length === 0) {

@@ -92,6 +92,8 @@ function corpusInput(inputs: Record<string, InputRef | InputRef[]>): InputRef {
 export const tokenizeStep = defineStep({
   name: "tokenize",
   module: import.meta.url,
+  // Text and token ids do not depend on the tfjs backend or the run seed (the split has its own).
+  uses: { backend: false, seed: false },
   params: tokenizeParams,
   inputs: ["corpus"],
   async run(ctx, params, inputs) {
