@@ -2,7 +2,7 @@
 // base experiment. This module only reads and checks the file's shape; expand.ts
 // checks it against the step kinds and turns it into instances.
 //
-//   extends: base.yaml                 # optional, relative to this file
+//   extends: base.yaml                 # optional, relative to this file, or a list of files
 //   description: "..."
 //   defaults: { seed: 0, backend: wasm }
 //   steps:
@@ -122,17 +122,24 @@ async function loadMerged(file: string, seen: string[]): Promise<Record<string, 
   const raw = await readRaw(file);
   const { extends: parentRef, ...own } = raw;
   if (parentRef === undefined) return own;
-  if (typeof parentRef !== "string") {
-    throw new UserError(`${file}: extends: expected a relative file path, got ${typeof parentRef}`);
+  // One parent, or a list merged left to right (a later parent overrides an earlier one).
+  const refs = Array.isArray(parentRef) ? parentRef : [parentRef];
+  let merged: Record<string, unknown> = {};
+  for (const ref of refs) {
+    if (typeof ref !== "string") {
+      throw new UserError(
+        `${file}: extends: expected a relative file path or a list of them, got ${typeof ref}`,
+      );
+    }
+    const parentFile = ref.startsWith("/") ? ref : `${dirOf(file)}/${ref}`;
+    try {
+      await Deno.stat(parentFile);
+    } catch {
+      throw new UserError(`${file}: extends: no file ${parentFile}`);
+    }
+    merged = mergeConfigs(merged, await loadMerged(parentFile, [...seen, file]));
   }
-  const parentFile = parentRef.startsWith("/") ? parentRef : `${dirOf(file)}/${parentRef}`;
-  try {
-    await Deno.stat(parentFile);
-  } catch {
-    throw new UserError(`${file}: extends: no file ${parentFile}`);
-  }
-  const parent = await loadMerged(parentFile, [...seen, file]);
-  return mergeConfigs(parent, own);
+  return mergeConfigs(merged, own);
 }
 
 /** Read a pipeline file (following `extends`) and check its shape. */

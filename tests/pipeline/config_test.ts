@@ -46,6 +46,26 @@ steps:
   await Deno.remove(dir, { recursive: true });
 });
 
+Deno.test("extends takes a list: parents merge left to right, a shared grandparent once", async () => {
+  const dir = await tempDir();
+  await writeConfig(dir, "base.yaml", `steps:\n  a: { kind: source, params: { n: 2 } }\n`);
+  await writeConfig(
+    dir,
+    "left.yaml",
+    `extends: base.yaml\nsteps:\n  b: { kind: square, inputs: { numbers: a } }\n`,
+  );
+  await writeConfig(
+    dir,
+    "right.yaml",
+    `extends: base.yaml\nsteps:\n  a: { params: { n: 3 } }\n  c: { kind: sum, inputs: { parts: [a] } }\n`,
+  );
+  const both = await writeConfig(dir, "both.yaml", `extends: [left.yaml, right.yaml]\nsteps: {}\n`);
+  const config = await loadConfig(both);
+  assert.deepEqual(Object.keys(config.steps).sort(), ["a", "b", "c"]);
+  assert.equal(config.steps.a.params.n, 3);
+  assert.deepEqual(config.steps.b.inputs, { numbers: "a" });
+});
+
 Deno.test("a param of the wrong type names the file, the field path and what was expected", async () => {
   const dir = await tempDir();
   const file = await writeConfig(
