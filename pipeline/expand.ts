@@ -141,6 +141,19 @@ export function expandPipeline(config: PipelineConfig, kinds: StepKind[]): Expan
       }
     }
 
+    // Zod drops keys it does not know; a misspelt param would be silently ignored.
+    const shape = objectShape(kind.params);
+    if (shape) {
+      for (const key of Object.keys(spec.params)) {
+        if (!(key in shape)) {
+          throw new UserError(
+            `${where}.params.${key}: step kind "${kind.name}" has no param "${key}" ` +
+              `(it takes: ${Object.keys(shape).join(", ")})`,
+          );
+        }
+      }
+    }
+
     // Params grid, each point checked (and given its defaults) by the step's schema.
     const axes = sweepAxes(kind, spec.params);
     const paramPoints = gridOf(spec.params, axes).map((point) => {

@@ -66,6 +66,20 @@ Deno.test("extends takes a list: parents merge left to right, a shared grandpare
   assert.deepEqual(config.steps.b.inputs, { numbers: "a" });
 });
 
+Deno.test("a misspelt param is an error naming the params the kind takes", async () => {
+  const dir = await tempDir();
+  const file = await writeConfig(
+    dir,
+    "typo.yaml",
+    `steps:\n  a: { kind: source, params: { nn: 2 } }\n`,
+  );
+  const message = await errorOf(async () => expandPipeline(await loadConfig(file), TOY_KINDS));
+  assert.match(
+    message,
+    /steps\.a\.params\.nn: step kind "source" has no param "nn" \(it takes: .*n/,
+  );
+});
+
 Deno.test("a param of the wrong type names the file, the field path and what was expected", async () => {
   const dir = await tempDir();
   const file = await writeConfig(
