@@ -39,10 +39,12 @@ function sortKeys(v: unknown): unknown {
   return v;
 }
 
-/** Which training run a series comes from: its training params, else lr + batch size. */
+/** Which training run a series comes from: its training params and seed, else lr + batch size. */
 export function trainingIdentity(s: SeriesMeta): string {
   const train = s.params.train;
-  if (train && typeof train === "object") return "train:" + JSON.stringify(sortKeys(train));
+  if (train && typeof train === "object") {
+    return "train:" + JSON.stringify(sortKeys({ train, seed: s.params.seed ?? null }));
+  }
   return `lr:${s.lr}|batch_tokens:${s.batch_tokens}`;
 }
 

@@ -104,7 +104,7 @@ Deno.test("evaluate step: losses match the reference, diversity, spikes and zero
   }
 });
 
-Deno.test("evaluate step: clear errors for a missing domain and an empty series input", async () => {
+Deno.test("evaluate step: clear errors for a missing domain, an unknown series, no series", async () => {
   const ctx = await fakeContext(evaluateStep, { backend: "cpu" });
   const root = await Deno.makeTempDir({ prefix: "evaluate-test-" });
   try {
@@ -117,6 +117,14 @@ Deno.test("evaluate step: clear errors for a missing domain and an empty series 
           tokens,
         }),
       /held-out domain 'gamma' is not in .*meta.json \(domains: alpha, beta\)/,
+    );
+    await assert.rejects(
+      () =>
+        evaluateStep.run(ctx, evaluateStep.params.parse({ series: ["ema"] }), {
+          series: ref("train", seriesDir, "K"),
+          tokens,
+        }),
+      /no checkpoint series named ema \(series.json\) in the output of train \(found: original\)/,
     );
     await assert.rejects(
       () =>

@@ -59,7 +59,7 @@ Deno.test("savings step: baseline found by training params, rows per series and 
         nu: null,
         lr: 6e-3,
         batch_tokens: 2048,
-        params: JSON.stringify({ train }),
+        params: JSON.stringify({ train, seed: 0 }),
       },
       {
         series_id: "A/.",
@@ -69,7 +69,28 @@ Deno.test("savings step: baseline found by training params, rows per series and 
         nu: 1,
         lr: 6e-3,
         batch_tokens: 2048,
-        params: JSON.stringify({ k: 2, nu: 1, train }),
+        params: JSON.stringify({ k: 2, nu: 1, train, seed: 0 }),
+      },
+      // the same training params with another seed: a separate run with its own original
+      {
+        series_id: "C/original",
+        label: "original",
+        method: "original",
+        k: null,
+        nu: null,
+        lr: 6e-3,
+        batch_tokens: 2048,
+        params: JSON.stringify({ train, seed: 1 }),
+      },
+      {
+        series_id: "D/.",
+        label: "LAWA k=2",
+        method: "lawa",
+        k: 2,
+        nu: 1,
+        lr: 6e-3,
+        batch_tokens: 2048,
+        params: JSON.stringify({ k: 2, nu: 1, train, seed: 1 }),
       },
       // another training run without an original series: skipped, not mixed in
       {
@@ -87,6 +108,8 @@ Deno.test("savings step: baseline found by training params, rows per series and 
       ...lossRows(`${ctx.key}/original`, 0),
       ...lossRows("A/.", 200),
       ...lossRows("B/.", 1000),
+      ...lossRows("C/original", 50),
+      ...lossRows("D/.", 100),
     ]);
     // the baseline's series id starts with its training instance key, whose log gives the clock
     ctx.results.append("train_log", STEPS.map((step) => ({ step, elapsed_s: step / 10 })));
@@ -99,11 +122,18 @@ Deno.test("savings step: baseline found by training params, rows per series and 
     }];
     await savingsStep.run(ctx, savingsStep.params.parse({ tolerances: [0, 0.05] }), { evals });
 
-    const rows = ctx.rows.savings;
-    assert.equal(rows.length, 4); // 2 series x 2 tolerances
+    const all = ctx.rows.savings;
+    assert.equal(all.length, 8); // 2 runs x 2 series x 2 tolerances
+    const rows = all.filter((r) => r.series_id === "A/." || r.series_id === `${ctx.key}/original`);
     assert.ok(
       rows.every((r) => r.baseline_id === `${ctx.key}/original` && r.baseline_step === 500),
     );
+    const seed1 = all.filter((r) => r.series_id === "C/original" || r.series_id === "D/.");
+    assert.ok(seed1.length === 4 && seed1.every((r) => r.baseline_id === "C/original"));
+    // D: 10 + 100/(s+100) <= C's final 10 + 100/550  <=>  s >= 450
+    assert.equal(seed1.find((r) => r.series_id === "D/." && r.tolerance === 0)!.first_step, 500);
+    // no training log for run C: no wall clock
+    assert.equal(seed1.find((r) => r.series_id === "D/.")!.wall_saved_s, null);
     const lawa0 = rows.find((r) => r.series_id === "A/." && r.tolerance === 0)!;
     // 10 + 100/(s+200) <= 10.2  <=>  s >= 300
     assert.equal(lawa0.first_step, 300);
@@ -116,7 +146,7 @@ Deno.test("savings step: baseline found by training params, rows per series and 
     assert.ok(ctx.progressEvents.some((e) => e.includes("no original series for B/.")));
     // rows also reached the database
     const db = await ctx.results.query("SELECT count(*) AS n FROM savings");
-    assert.equal(Number(db[0].n), 4);
+    assert.equal(Number(db[0].n), 8);
   } finally {
     await ctx.dispose();
   }
