@@ -1,7 +1,7 @@
 // Why an instance would run (for --dry-run): its key parts are compared with those of
 // the entries already in the cache for the same node and step kind, and the closest
-// one names what changed (new, params changed, input changed, code changed, backend
-// changed, seed changed). Manifests are scanned only when a dry run asks.
+// one names what changed (new, params changed, input changed, code changed, files
+// changed, backend changed, seed changed). Manifests are scanned only when a dry run asks.
 import type { KeyParts, Manifest, Store } from "./store.ts";
 import { hashJson } from "./hash.ts";
 
@@ -41,6 +41,7 @@ export class Explainer {
       if (parts.inputs === null || hashJson(old.inputs) !== hashJson(parts.inputs)) {
         diff.push("input changed");
       }
+      if (hashJson(old.files ?? {}) !== hashJson(parts.files ?? {})) diff.push("files changed");
       if (old.backend !== parts.backend) diff.push("backend changed");
       if (old.seed !== parts.seed) diff.push("seed changed");
       if (

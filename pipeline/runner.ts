@@ -15,6 +15,7 @@ import { withFileLock } from "./lock.ts";
 import { createSink } from "./sink.ts";
 import type { Reporter } from "./progress.ts";
 import { Explainer, type PartialKeyParts } from "./explain.ts";
+import { hashFile } from "./hash.ts";
 
 export type OutcomeStatus =
   | "cached"
@@ -89,6 +90,29 @@ function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
+/** sha256 of every file under the given paths (folders walked, sorted), by path. */
+async function hashPaths(paths: string[]): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const visit = async (path: string): Promise<void> => {
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.stat(path);
+    } catch {
+      out[path] = "missing"; // the step itself reports the missing file clearly
+      return;
+    }
+    if (info.isDirectory) {
+      const names: string[] = [];
+      for await (const e of Deno.readDir(path)) names.push(e.name);
+      for (const name of names.sort()) await visit(`${path}/${name}`);
+    } else {
+      out[path] = (await hashFile(path)).sha256;
+    }
+  };
+  for (const p of paths) await visit(p);
+  return out;
+}
+
 /** Key parts of an instance given its built inputs (null inputs: not all built). */
 export async function keyPartsOf(
   instance: Instance,
@@ -107,9 +131,11 @@ export async function keyPartsOf(
     const built = refs as { key: string; digest: string }[];
     inputs[name] = Array.isArray(ids) ? built : built[0];
   }
+  const files = kind.files ? await hashPaths(kind.files(instance.params)) : undefined;
   return {
     step: kind.name,
     code: await fingerprinter.kind(kind),
+    ...(files ? { files } : {}),
     params: instance.params,
     inputs,
     backend: kind.uses?.backend === false

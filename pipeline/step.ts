@@ -95,6 +95,11 @@ export interface StepKind<P extends z.ZodType = z.ZodType> {
    * keeps it out of its cache key, so switching `--backend` does not rebuild it.
    */
   uses?: { backend?: boolean; seed?: boolean };
+  /**
+   * Files or folders the step reads by path from its params (a user's corpus, a task
+   * file): their contents go into the cache key, so editing one reruns the step.
+   */
+  files?(params: z.infer<P>): string[];
   /** npm packages whose versions go into the key beyond those its modules import (e.g. datasets read at run time). */
   extraPackages?: string[];
   run(ctx: StepContext, params: z.infer<P>, inputs: Record<string, InputValue>): Promise<void>;

@@ -50,6 +50,8 @@ export interface KeyParts {
   backend: string | null;
   /** Run seed, or null when the step does not depend on it. */
   seed: number | null;
+  /** sha256 of each file the step reads by path (StepKind.files); absent when none. */
+  files?: Record<string, string>;
 }
 
 export function cacheKey(parts: KeyParts): string {

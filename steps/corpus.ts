@@ -46,6 +46,8 @@ export const corpusStep = defineStep({
   module: import.meta.url,
   // Text and token ids do not depend on the tfjs backend or the run seed (the split has its own).
   uses: { backend: false, seed: false },
+  // A user's own files: their contents are part of the cache key.
+  files: (params) => params.source === "default" ? [] : params.source.files,
   params: corpusParams,
   inputs: [],
   extraPackages: DEFAULT_CORPUS_PACKAGES,

@@ -202,6 +202,8 @@ export const evaluateStep = defineStep({
   name: "evaluate",
   module: import.meta.url,
   params: Params,
+  // Zero-shot task files are read by path: their contents are part of the cache key.
+  files: (params) => (params.zeroshot?.tasks ?? []).flatMap((t) => "path" in t ? [t.path] : []),
   inputs: ["series", "tokens"],
   tables: {
     series: SERIES_TABLE,

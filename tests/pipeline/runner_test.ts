@@ -10,6 +10,8 @@ import {
   writeConfig,
 } from "./toy_helpers.ts";
 import { copyToyWithKinds } from "./toy_copy.ts";
+import { TOY_KINDS } from "../fixtures/toy/registry.ts";
+import { linesStep } from "../fixtures/toy/steps/lines.ts";
 
 const ALL = [
   "source[offset=0]",
@@ -156,5 +158,26 @@ Deno.test("the backend is in the key unless the step does not use it", async () 
   // source declares uses.backend = false: only square and sum rerun.
   const other = await runToy(config, art, { backend: "wasm" });
   assert.deepEqual(executedLabels(other), ["square[offset=0]", "square[offset=10]", "total"]);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("editing a file a step reads by path reruns it; untouched, it stays cached", async () => {
+  const dir = await tempDir();
+  const art = `${dir}/art`;
+  const text = `${dir}/notes.txt`;
+  await Deno.writeTextFile(text, "ab\ncde");
+  const config = await writeConfig(
+    dir,
+    "lines.yaml",
+    `steps:\n  lines: { kind: lines, params: { path: "${text}" } }\n  double: { kind: square, inputs: { numbers: lines } }\n`,
+  );
+  const kinds = [...TOY_KINDS, linesStep];
+  assert.deepEqual(executedLabels(await runToy(config, art, { kinds })), ["double", "lines"]);
+  assert.deepEqual(executedLabels(await runToy(config, art, { kinds })), []);
+  await Deno.writeTextFile(text, "ab\ncdef");
+  const dry = await runToy(config, art, { kinds, dryRun: true });
+  const lines = dry.outcomes.find((o) => o.instance.label === "lines")!;
+  assert.deepEqual(lines.reasons, ["files changed"]);
+  assert.deepEqual(executedLabels(await runToy(config, art, { kinds })), ["double", "lines"]);
   await Deno.remove(dir, { recursive: true });
 });
