@@ -344,7 +344,8 @@ interface LineOptions {
   color: { field: string; title: string; domain: string[]; range?: string[] };
   dash?: { field: string; title: string };
   /** Facet into columns by this field. */
-  facet?: { field: string; title: string; columns?: number };
+  /** `sort`: panel values in display order (default: alphabetical). */
+  facet?: { field: string; title: string; columns?: number; sort?: string[] };
   /** Add a second panel zoomed on the second half of training (field `late`). */
   zoomLate?: boolean;
   points?: boolean;
@@ -388,7 +389,12 @@ function lineChart(title: string, rows: DataRow[], o: LineOptions): VegaLiteSpec
       return {
         ...(panelTitle ? { title: panelTitle } : {}),
         transform,
-        facet: { field: o.facet.field, type: "nominal", title: o.facet.title },
+        facet: {
+          field: o.facet.field,
+          type: "nominal",
+          title: o.facet.title,
+          ...(o.facet.sort ? { sort: o.facet.sort } : {}),
+        },
         columns: o.facet.columns ?? 4,
         spec: { width, height, ...layer },
         resolve: { scale: { y: "independent" } },
@@ -515,7 +521,12 @@ function ablation(id: string, colour: "k" | "nu", panel: "k" | "nu", paper: stri
           y: { field: "loss", title: "validation loss" },
           color: { field: "colour", title: name(colour), domain, range },
           dash: { field: "reference", title: "series" },
-          facet: { field: "panel", title: `fixed ${name(panel)}`, columns: 4 },
+          facet: {
+            field: "panel",
+            title: `fixed ${name(panel)}`,
+            columns: 4,
+            sort: panels.map((v) => label(panel, v)), // numeric order: ν=1, 2, 5, 10
+          },
           zoomLate: true,
         }),
       };

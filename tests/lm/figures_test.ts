@@ -116,6 +116,13 @@ Deno.test("ablation-k: one training run; skipped when k does not vary unless req
     assert.equal(lawa.length, 4);
     assert.ok(result.series.every((s) => s.lr === 6e-3 && s.batch_tokens === 16384));
     assert.match(result.note ?? "", /lr 6e-4 · 16.4K tok\/step/);
+    // Panels in numeric order of ν, not alphabetical ("ν=10" before "ν=2").
+    const panels = [...new Set(result.rows.map((r) => r.panel as string))];
+    const order = JSON.stringify(result.spec).match(/"sort":(\[[^\]]*\])/)?.[1];
+    assert.deepEqual(
+      JSON.parse(order ?? "[]"),
+      [...panels].sort((a, b) => Number(a.slice(2)) - Number(b.slice(2))),
+    );
   } finally {
     await ctx.dispose();
   }
