@@ -35,8 +35,11 @@ export interface BackendInfo {
 export interface BackendOptions {
   /**
    * wasm: try to run XNNPACK on several threads. Default: on only when the environment
-   * variable TFJS_WASM_THREADS=1 is set, since under Deno 2.9 the threaded start can
-   * stall (the fallback to 1 thread then costs the start-up timeout).
+   * variable TFJS_WASM_THREADS=1 is set. Threads do start under Deno 2.9 (2 on 2 cores),
+   * and on an otherwise idle machine make a training step ~1.5x faster; but XNNPACK's
+   * pool spin-waits, so when another process shares the cores a step became 1.2-2x
+   * slower than on 1 thread. The fallback to 1 thread on a failed start costs the
+   * start-up timeout.
    */
   threads?: boolean;
   /** wasm: thread count to ask for (default: all logical cores). */

@@ -9,6 +9,7 @@
 // and any surprise leaves threads off (the caller then runs on 1 thread with a notice).
 import * as tf from "@tensorflow/tfjs-core";
 import { setThreadsCount } from "@tensorflow/tfjs-backend-wasm";
+import os from "node:os";
 
 export interface WasmThreadsResult {
   enabled: boolean;
@@ -77,10 +78,16 @@ function prepare(numThreads: number): { restore: () => void } | { skipped: strin
   globalThis.Blob = RecordingBlob as typeof Blob;
   tf.env().set("WASM_HAS_MULTITHREAD_SUPPORT", true);
   setThreadsCount(numThreads);
+  // The C++ side sizes its pool from emscripten_num_logical_cores() / 2 (Node: os.cpus()),
+  // assuming two hyper-threads per core; report twice the wanted count while it starts.
+  const originalCpus = os.cpus;
+  const cpus = originalCpus();
+  os.cpus = () => Array.from({ length: 2 * numThreads }, (_, i) => cpus[i % cpus.length]);
   return {
     restore: () => {
       globalThis.Blob = OriginalBlob;
       URL.createObjectURL = originalCreate;
+      os.cpus = originalCpus;
     },
   };
 }

@@ -109,3 +109,32 @@ Deno.test("wasm BatchMatMul frees its temporaries", async () => {
   assert.equal(wasmBackend.numDataIds(), ids, "wasm data ids leaked");
   tf.dispose([a, b]);
 });
+
+const PERMS: { shape: number[]; perm: number[] }[] = [
+  { shape: [7, 5], perm: [1, 0] }, // 2-D: tiled copy
+  { shape: [2, 9, 3, 2, 4], perm: [2, 0, 3, 1, 4] }, // attention's head split: runs of 4
+  { shape: [2, 3, 9, 4], perm: [0, 2, 1, 3] }, // head merge
+  { shape: [3, 1, 17, 6], perm: [0, 3, 2, 1] }, // size-1 axis, strided innermost
+  { shape: [4, 6, 5], perm: [2, 1, 0] },
+];
+
+Deno.test("wasm Transpose equals cpu for float32 and int32", async () => {
+  for (const dtype of ["float32", "int32"] as const) {
+    const results: Record<string, (Float32Array | Int32Array)[]> = { cpu: [], wasm: [] };
+    for (const backend of ["cpu", "wasm"] as const) {
+      await setBackend(backend, { quiet: true });
+      for (const [i, c] of PERMS.entries()) {
+        const raw = values(c.shape.reduce((p, q) => p * q), 7 * i + 3);
+        const data = dtype === "int32" ? Int32Array.from(raw, (v) => Math.round(v * 1e6)) : raw;
+        const x = tf.tensor(data, c.shape, dtype);
+        const y = tf.transpose(x, c.perm);
+        assert.deepEqual(y.shape, c.perm.map((axis) => c.shape[axis]), `case ${i} shape`);
+        results[backend].push((await y.data()) as Float32Array | Int32Array);
+        tf.dispose([x, y]);
+      }
+    }
+    for (const [i] of PERMS.entries()) {
+      assert.deepEqual(results.wasm[i], results.cpu[i], `${dtype} case ${i}`);
+    }
+  }
+});
