@@ -1,5 +1,5 @@
 // The results store, `<artifacts>/results.duckdb`. DuckDB lets one process write a
-// database file at a time, so every access here is one short open-work-close under a
+// database file at a time, so every access here is one short attach-work-detach under a
 // global file lock (`<artifacts>/.results.lock`); concurrent runs take turns. Work that
 // piles up while waiting for the lock is done in one open (a batch).
 //
@@ -7,7 +7,8 @@
 // here only once the entry is committed: an instance that fails leaves no rows, and a
 // deleted results.duckdb is rebuilt from the cache (`loaded_instances` says which
 // entries are in). Loading first deletes the instance's rows, so it is idempotent.
-import { DuckDBConnection, DuckDBInstance, timestampValue } from "@duckdb/node-api";
+import { type DuckDBConnection, timestampValue } from "@duckdb/node-api";
+import { withAttached } from "./duckdb.ts";
 import type { Row, TableSchema } from "./step.ts";
 import { withFileLock } from "./lock.ts";
 
@@ -65,7 +66,7 @@ async function tableColumns(
 ): Promise<{ name: string; type: string }[]> {
   const reader = await conn.runAndReadAll(
     `SELECT column_name, data_type FROM information_schema.columns
-     WHERE table_name = $1 ORDER BY ordinal_position`,
+     WHERE table_name = $1 AND table_catalog = current_database() ORDER BY ordinal_position`,
     [table],
   );
   return reader.getRowObjectsJson().map((r) => ({
@@ -138,16 +139,14 @@ export class ResultsDb {
     while (this.#queue.length) {
       const first = this.#queue.splice(0);
       try {
-        await withFileLock(this.lockPath, async () => {
-          const instance = await DuckDBInstance.create(this.path);
-          const conn = await instance.connect();
-          const openedMs = Date.now();
-          try {
+        await withFileLock(this.lockPath, () =>
+          withAttached(this.path, async (conn) => {
+            const openedMs = Date.now();
             await conn.run(RUNS_DDL);
             await conn.run(LOADED_DDL);
             let batch = first;
-            // Keep the file open while more work arrives soon (steps finishing one after
-            // another), but never hold the lock long: other processes take turns.
+            // Keep the file attached while more work arrives soon (steps finishing one
+            // after another), but never hold the lock long: other processes take turns.
             while (batch.length) {
               for (const job of batch) {
                 try {
@@ -164,11 +163,7 @@ export class ResultsDb {
               }
               if (Date.now() < openedMs + MAX_HOLD_MS) batch = this.#queue.splice(0);
             }
-          } finally {
-            conn.closeSync();
-            instance.closeSync();
-          }
-        });
+          }));
       } catch (e) {
         for (const job of first) job.done.reject(e);
       }
@@ -239,7 +234,7 @@ export class ResultsDb {
     return this.withConnection(async (conn) => {
       const reader = await conn.runAndReadAll(
         `SELECT DISTINCT table_name FROM information_schema.columns
-         WHERE column_name = 'instance_key'`,
+         WHERE column_name = 'instance_key' AND table_catalog = current_database()`,
       );
       const tables = reader.getRowObjectsJson().map((r) => String(r.table_name));
       for (const key of keys) {

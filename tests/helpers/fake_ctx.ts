@@ -1,7 +1,7 @@
 // A StepContext for unit tests of single steps, without the engine: a temp output
 // folder, results kept in an in-memory DuckDB (so `query` sees what `append` wrote),
 // and a silent progress reporter that records what it was told.
-import { DuckDBInstance } from "@duckdb/node-api";
+import { withAttached } from "../../pipeline/duckdb.ts";
 import type { Progress, Row, StepContext, StepKind, TableSchema } from "../../pipeline/step.ts";
 
 export interface FakeContext extends StepContext {
@@ -19,8 +19,9 @@ export async function fakeContext(
   opts: { key?: string; outDir?: string; backend?: string; seed?: number } = {},
 ): Promise<FakeContext> {
   const outDir = opts.outDir ?? await Deno.makeTempDir({ prefix: "step-test-" });
-  const instance = await DuckDBInstance.create(":memory:");
-  const conn = await instance.connect();
+  // A database file of its own, attached to the process's one DuckDB instance per use.
+  const dbDir = await Deno.makeTempDir({ prefix: "step-test-db-" });
+  const dbPath = `${dbDir}/results.duckdb`;
   const schemas: Record<string, TableSchema> = { ...(kind.tables ?? {}) };
   const created = new Set<string>();
   const rows: Record<string, Row[]> = {};
@@ -32,7 +33,10 @@ export async function fakeContext(
     const schema = schemas[table];
     if (!schema) throw new Error(`table ${table} is not declared by the step kind`);
     const cols = Object.entries(schema).map(([c, t]) => `"${c}" ${t}`).join(", ");
-    await conn.run(`CREATE TABLE IF NOT EXISTS "${table}" (instance_key VARCHAR, ${cols})`);
+    await withAttached(
+      dbPath,
+      (conn) => conn.run(`CREATE TABLE IF NOT EXISTS "${table}" (instance_key VARCHAR, ${cols})`),
+    );
     created.add(table);
   };
   const pending: Promise<void>[] = [];
@@ -60,26 +64,29 @@ export async function fakeContext(
         pending.push((async () => {
           await ensureTable(table);
           const cols = Object.keys(schemas[table]);
-          for (const r of newRows) {
-            const values = cols.map((c) => r[c] ?? null);
-            const marks = ["?", ...cols.map(() => "?")].join(", ");
-            // deno-lint-ignore no-explicit-any
-            await conn.run(`INSERT INTO "${table}" VALUES (${marks})`, [key, ...values] as any);
-          }
+          await withAttached(dbPath, async (conn) => {
+            for (const r of newRows) {
+              const values = cols.map((c) => r[c] ?? null);
+              const marks = ["?", ...cols.map(() => "?")].join(", ");
+              // deno-lint-ignore no-explicit-any
+              await conn.run(`INSERT INTO "${table}" VALUES (${marks})`, [key, ...values] as any);
+            }
+          });
         })());
       },
       async query(sql, params) {
         await Promise.all(pending);
         for (const t of Object.keys(schemas)) await ensureTable(t);
-        // deno-lint-ignore no-explicit-any
-        const reader = await conn.runAndReadAll(sql, params as any);
-        return reader.getRowObjectsJson() as Record<string, unknown>[];
+        return await withAttached(dbPath, async (conn) => {
+          // deno-lint-ignore no-explicit-any
+          const reader = await conn.runAndReadAll(sql, params as any);
+          return reader.getRowObjectsJson() as Record<string, unknown>[];
+        });
       },
     },
     async dispose() {
       await Promise.all(pending);
-      conn.closeSync();
-      instance.closeSync();
+      await Deno.remove(dbDir, { recursive: true }).catch(() => {});
       await Deno.remove(outDir, { recursive: true }).catch(() => {});
     },
   };

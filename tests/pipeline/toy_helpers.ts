@@ -1,6 +1,6 @@
 // Shared set-up for the engine's tests: a temp artifacts folder, the toy pipeline run
 // in-process, and a look into results.duckdb.
-import { DuckDBInstance } from "@duckdb/node-api";
+import { withAttached } from "../../pipeline/duckdb.ts";
 import { loadConfig } from "../../pipeline/config.ts";
 import { expandPipeline } from "../../pipeline/expand.ts";
 import { Store } from "../../pipeline/store.ts";
@@ -55,14 +55,11 @@ export function executedLabels(summary: RunSummary): string[] {
 }
 
 export async function queryDb(artifacts: string, sql: string): Promise<Record<string, unknown>[]> {
-  const instance = await DuckDBInstance.create(`${artifacts}/results.duckdb`);
-  const conn = await instance.connect();
-  try {
-    return (await conn.runAndReadAll(sql)).getRowObjectsJson() as Record<string, unknown>[];
-  } finally {
-    conn.closeSync();
-    instance.closeSync();
-  }
+  return await withAttached(
+    `${artifacts}/results.duckdb`,
+    async (conn) =>
+      (await conn.runAndReadAll(sql)).getRowObjectsJson() as Record<string, unknown>[],
+  );
 }
 
 /** Cache entry folder names (keys). */
