@@ -100,7 +100,12 @@ export const averageStep = defineStep({
           : {}),
         checkpoint_spacing: spacing,
         source_series: source.info.label,
-        ...(source.info.params.train !== undefined ? { train: source.info.params.train } : {}),
+        // Which training run the series comes from (savings and figures match on these).
+        ...Object.fromEntries(
+          ["train", "seed", "backend", "backend_version"]
+            .filter((k) => source.info.params[k] !== undefined)
+            .map((k) => [k, source.info.params[k]]),
+        ),
       },
       model: source.info.model,
       checkpoints: result.outputs.map((o) => ({ ...o, tokens: o.tokens ?? 0 })),

@@ -55,6 +55,12 @@ Deno.test("LAWA in checkpoint units on a train output with several series (bf16 
   await withTrainOutput(async (dir) => {
     await copySeries(`${FIXTURE}series-bf16`, `${dir}/original`);
     await copySeries(`${FIXTURE}series-bf16`, `${dir}/ema`, "ema");
+    // The run's seed travels with the series, so savings can pair it with its original.
+    const original = await readSeriesInfo(`${dir}/original`);
+    await writeSeriesInfo(`${dir}/original`, {
+      ...original,
+      params: { ...original.params, seed: 3 },
+    });
     const ctx = await fakeContext(averageStep);
     try {
       // Spacing is 50 steps: nu 1 -> 50 steps, interval 2 -> 100 steps (fixture bf16_lawa_k3_nu50_i100).
@@ -68,6 +74,7 @@ Deno.test("LAWA in checkpoint units on a train output with several series (bf16 
       assert.equal(info.method, "lawa");
       assert.deepEqual(info.model, source.model);
       assert.deepEqual(info.params.train, source.params.train);
+      assert.equal(info.params.seed, 3);
       assert.equal(info.params.nu, 1);
       assert.equal(info.params.nu_steps, 50);
       assert.equal(info.params.interval_steps, 100);
