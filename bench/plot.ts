@@ -3,31 +3,12 @@
 // with resvg at 1x and 2x, and the whole plot step (every figure + report) against it.
 import { fakeContext } from "../tests/helpers/fake_ctx.ts";
 import { PlotParams, plotStep } from "../steps/plot.ts";
+import { evaluateStep } from "../steps/evaluate.ts";
 import { figureById, type FigureResult, FigureScope } from "../lm/figures.ts";
 import { BASE_CONFIG, svgToPng, vegaLiteToSvg } from "../lm/render.ts";
 import type { InputRef, TableSchema } from "../pipeline/step.ts";
 
-const TABLES: Record<string, TableSchema> = {
-  series: {
-    series_id: "VARCHAR",
-    label: "VARCHAR",
-    method: "VARCHAR",
-    k: "INTEGER",
-    nu: "INTEGER",
-    lr: "DOUBLE",
-    batch_tokens: "BIGINT",
-    params: "JSON",
-  },
-  eval_loss: {
-    series_id: "VARCHAR",
-    step: "INTEGER",
-    tokens: "BIGINT",
-    domain: "VARCHAR",
-    loss: "DOUBLE",
-    ppl: "DOUBLE",
-    n_tokens: "BIGINT",
-  },
-};
+const TABLES: Record<string, TableSchema> = { ...evaluateStep.tables };
 
 async function timed(label: string, repeats: number, fn: () => Promise<unknown>) {
   await fn(); // warm-up

@@ -3,31 +3,11 @@
 import assert from "node:assert/strict";
 import { savingsStep } from "../../steps/savings.ts";
 import { fakeContext } from "../helpers/fake_ctx.ts";
+import { evaluateStep } from "../../steps/evaluate.ts";
+import { trainStep } from "../../steps/train.ts";
 import type { InputRef, Row } from "../../pipeline/step.ts";
 
-const tables = {
-  ...savingsStep.tables,
-  series: {
-    series_id: "VARCHAR",
-    label: "VARCHAR",
-    method: "VARCHAR",
-    k: "INTEGER",
-    nu: "INTEGER",
-    lr: "DOUBLE",
-    batch_tokens: "BIGINT",
-    params: "JSON",
-  },
-  eval_loss: {
-    series_id: "VARCHAR",
-    step: "INTEGER",
-    tokens: "BIGINT",
-    domain: "VARCHAR",
-    loss: "DOUBLE",
-    ppl: "DOUBLE",
-    n_tokens: "BIGINT",
-  },
-  train_log: { step: "INTEGER", elapsed_s: "DOUBLE" },
-} as const;
+const tables = { ...savingsStep.tables, ...evaluateStep.tables, ...trainStep.tables };
 
 const STEPS = [100, 200, 300, 400, 500];
 const train = { lr: 6e-3, batch_tokens: 2048, steps: 500 };
