@@ -416,6 +416,16 @@ function seriesDomain(series: SeriesMeta[]): string[] {
 // ---------------------------------------------------------------------------------
 // Figures
 
+/** Chart rows (with the late-zoom flag), the series shown and the instance keys read. */
+function lossFigureData(points: LossPoint[]) {
+  const late = lateStart(points);
+  return {
+    rows: points.map((p) => lossRow(p, late)),
+    series: uniqueSeries(points),
+    instanceKeys: uniqueKeys(points),
+  };
+}
+
 const lossVsStep: FigureDef = {
   id: "loss-vs-step",
   title: "Validation loss vs step",
@@ -425,13 +435,11 @@ const lossVsStep: FigureDef = {
     const points = await loadLoss(scope, "domain = 'all'");
     if (isSkipped(points)) return points;
     if (points.length === 0) return { skip: "no eval_loss rows with domain 'all' for the inputs" };
-    const series = uniqueSeries(points);
-    const late = lateStart(points);
-    const rows = points.map((p) => lossRow(p, late));
+    const { rows, series, instanceKeys } = lossFigureData(points);
     return {
       rows,
       series,
-      instanceKeys: uniqueKeys(points),
+      instanceKeys,
       spec: lineChart("Validation loss vs step", rows, {
         x: { field: "step", title: "training step" },
         y: { field: "loss", title: "validation loss (nats/token)" },
@@ -818,13 +826,11 @@ const perDomain: FigureDef = {
     const points = await loadLoss(scope, "domain <> 'all'");
     if (isSkipped(points)) return points;
     if (points.length === 0) return { skip: "no per-domain eval_loss rows (only 'all')" };
-    const series = uniqueSeries(points);
-    const late = lateStart(points);
-    const rows = points.map((p) => lossRow(p, late));
+    const { rows, series, instanceKeys } = lossFigureData(points);
     return {
       rows,
       series,
-      instanceKeys: uniqueKeys(points),
+      instanceKeys,
       spec: lineChart(this.title, rows, {
         x: { field: "step", title: "training step" },
         y: { field: "loss", title: "validation loss" },

@@ -127,16 +127,9 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
     const backend = values.backend ?? pipeline.defaults.backend ?? DEFAULT_BACKEND;
     const seed = intFlag("seed", values.seed, 0) ?? pipeline.defaults.seed ?? 0;
     const signal = opts.signal ?? new AbortController().signal;
+    const common = { pipeline, store, results, backend, backendVersion, seed, signal };
     if (command === "status") {
-      const status = await pipelineStatus({
-        pipeline,
-        store,
-        results,
-        backend,
-        backendVersion,
-        seed,
-        signal,
-      });
+      const status = await pipelineStatus(common);
       stdout(status.text);
       return 0;
     }
@@ -155,19 +148,7 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
       `${file}: ${pipeline.instances.length} instances, backend ${backend}, seed ${seed}` +
         (dryRun ? " (dry run)" : `, ${jobs} at a time`),
     );
-    const summary = await runPipeline({
-      pipeline,
-      store,
-      results,
-      backend,
-      backendVersion,
-      seed,
-      jobs,
-      force,
-      dryRun,
-      reporter,
-      signal,
-    });
+    const summary = await runPipeline({ ...common, jobs, force, dryRun, reporter });
     reporter.close();
     if (dryRun) {
       const wouldRun = summary.outcomes.filter((o) => o.status === "would-run").length;
