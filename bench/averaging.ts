@@ -1,12 +1,12 @@
-// Benchmark of checkpoint averaging (lm/averaging.ts), measured against plain file I/O
+// Benchmark of checkpoint averaging (lm/averaging/averaging.ts), measured against plain file I/O
 // on the same bytes in the same run:
 //   1. throughput: one LAWA window of k=5 checkpoints of N float32 parameters (default
 //      100M, in 4 tensors), in GB/s read, against copying the same 5 files (goal >= 0.5x);
 //   2. peak RSS of `deno task average` for k=2 vs k=10 in subprocesses (goal: equal
 //      within 10%, since memory must not grow with k).
 // Usage: deno run --allow-all bench/averaging.ts [--params N] [--repeats R]
-import { averageCheckpoints, type CheckpointRef } from "../lm/averaging.ts";
-import { SafetensorsWriter } from "../lm/safetensors.ts";
+import { averageCheckpoints, type CheckpointRef } from "../lm/averaging/averaging.ts";
+import { SafetensorsWriter } from "../lm/checkpoints/safetensors.ts";
 
 const args = Deno.args;
 const flag = (name: string, fallback: number) => {
@@ -17,7 +17,7 @@ const PARAMS = flag("params", 100_000_000);
 const REPEATS = Math.max(3, flag("repeats", 3));
 const N_TENSORS = 4;
 const N_CHECKPOINTS = 10;
-const CLI = new URL("../lm/average_cli.ts", import.meta.url).pathname;
+const CLI = new URL("../cli/average.ts", import.meta.url).pathname;
 const GB = 1e9;
 
 function stats(xs: number[]): { min: number; median: number } {

@@ -1,13 +1,13 @@
-// Evaluation throughput: forward-only held-out scoring (lm/eval.ts: loss + argmax per
+// Evaluation throughput: forward-only held-out scoring (lm/eval/loss.ts: loss + argmax per
 // position) against a training step (forward + backward + Adam update) on the same model
 // and the same token batches, in the same run. The goal is evaluation >= 2.5x faster per
 // token, so evaluating every checkpoint of several series costs little next to training.
 //
 //   deno run --allow-all bench/eval.ts [--backend=wasm] [--repeats=5] [--batch=8]
 import * as tf from "@tensorflow/tfjs";
-import { backendInfo, type BackendName, setBackend } from "../lm/backend.ts";
-import { type GPTConfig, initWeights, meanLoss } from "../lm/gpt.ts";
-import { evaluateWindows, type Windows } from "../lm/eval.ts";
+import { backendInfo, type BackendName, setBackend } from "../lm/backend/backend.ts";
+import { type GPTConfig, initWeights, meanLoss } from "../lm/model/gpt.ts";
+import { evaluateWindows, type Windows } from "../lm/eval/loss.ts";
 
 function flag(name: string, fallback: string): string {
   const hit = Deno.args.find((a) => a.startsWith(`--${name}=`));

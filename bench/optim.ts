@@ -1,4 +1,4 @@
-// Benchmark of one optimizer update (lm/optim.ts: global-norm clipping + AdamW with a
+// Benchmark of one optimizer update (lm/train/optim.ts: global-norm clipping + AdamW with a
 // decay mask + reading the gradient norm back) on the parameters of a CPU-scale GPT
 // (cpu-small, vocab 8192: about 1.8M parameters), against tfjs's own tf.train.adam on the
 // same gradients in the same run (a baseline without clipping or weight decay), and,
@@ -6,9 +6,9 @@
 // threads on the same shapes.
 // Usage: deno run --allow-all bench/optim.ts [--backend wasm|cpu|webgpu] [--repeats R]
 import * as tf from "@tensorflow/tfjs-core";
-import { type BackendName, setBackend } from "../lm/backend.ts";
-import { isDecayed, modelConfig, parameterShapes } from "../lm/gpt.ts";
-import { AdamW, type Grads, type Params } from "../lm/optim.ts";
+import { type BackendName, setBackend } from "../lm/backend/backend.ts";
+import { isDecayed, modelConfig, parameterShapes } from "../lm/model/gpt.ts";
+import { AdamW, type Grads, type Params } from "../lm/train/optim.ts";
 
 const args = Deno.args;
 const flag = (name: string, fallback: string) => {
@@ -104,7 +104,7 @@ shapes.forEach(([name, shape], i) => {
 });
 
 const ours = new AdamW(params, { decayed: isDecayed });
-const oursTime = await timeIt("lm/optim.ts AdamW (clip + decay mask)", async () => {
+const oursTime = await timeIt("lm/train/optim.ts AdamW (clip + decay mask)", async () => {
   const norm = ours.update(grads, 1e-3);
   await norm.data(); // the train step reads the norm every step
   norm.dispose();

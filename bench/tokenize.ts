@@ -9,7 +9,7 @@
 import { encode } from "gpt-tokenizer/encoding/r50k_base";
 import { corpusStep } from "../steps/corpus.ts";
 import { tokenizeStep } from "../steps/tokenize.ts";
-import { readCorpusSummary, readDocuments, type SplitName } from "../lm/corpus.ts";
+import { readCorpusSummary, readDocuments, type SplitName } from "../lm/data/corpus.ts";
 import type { StepContext } from "../pipeline/step.ts";
 
 function flag(name: string, fallback: number): number {

@@ -1,4 +1,4 @@
-// Training speed: tokens/s of a full step (forward, backward, Adam update) of lm/gpt.ts
+// Training speed: tokens/s of a full step (forward, backward, Adam update) of lm/model/gpt.ts
 // on a tfjs backend, beside the same model and batch in PyTorch on the same machine in
 // the same run, and where the tfjs step spends its time, per kernel.
 //
@@ -14,8 +14,8 @@
 // TFJS_WASM_THREADS=1 on an idle machine ~2,600. About 75% of the step is XNNPACK
 // matmuls (the tied output head alone ~40%), which run at 20-40 GFLOP/s per thread.
 import * as tf from "@tensorflow/tfjs-core";
-import { backendInfo, type BackendName, setBackend } from "../lm/backend.ts";
-import { initWeights, meanLoss, modelConfig, trainableNames } from "../lm/gpt.ts";
+import { backendInfo, type BackendName, setBackend } from "../lm/backend/backend.ts";
+import { initWeights, meanLoss, modelConfig, trainableNames } from "../lm/model/gpt.ts";
 
 const PYTHON = "/usr/bin/python3";
 

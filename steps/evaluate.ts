@@ -8,8 +8,8 @@
 // and `spikes` (the largest single-checkpoint rise of the 'all' loss per series).
 import { z } from "zod";
 import { defineStep, type InputRef, type InputValue, type Row } from "../pipeline/step.ts";
-import { listSeries, type SeriesInfo } from "../lm/series.ts";
-import { type BackendName, setBackend } from "../lm/backend.ts";
+import { listSeries, type SeriesInfo } from "../lm/checkpoints/series.ts";
+import { type BackendName, setBackend } from "../lm/backend/backend.ts";
 import {
   configFromSeries,
   disposeWeights,
@@ -19,23 +19,23 @@ import {
   loadHeldOut,
   poolResults,
   scoreBatch,
-} from "../lm/eval.ts";
-import { concatPredictions, diversity } from "../lm/diversity.ts";
+} from "../lm/eval/loss.ts";
+import { concatPredictions, diversity } from "../lm/eval/diversity.ts";
 import {
   buildLastWordDocs,
   loadTaskFile,
   runTask,
   type TaskDoc,
   type TaskType,
-} from "../lm/zeroshot.ts";
-import { openTokens, readMeta, tokenFileName, type TokenMeta } from "../lm/data.ts";
-import { type Tokenizer, tokenizerFromMeta, UNK_TEXT } from "../lm/tokenizer.ts";
+} from "../lm/eval/zeroshot.ts";
+import { openTokens, readMeta, tokenFileName, type TokenMeta } from "../lm/data/windows.ts";
+import { type Tokenizer, tokenizerFromMeta, UNK_TEXT } from "../lm/data/tokenizer.ts";
 
 const FileTask = z.object({
   /** Name in the `zeroshot` table. */
   name: z.string().min(1),
   type: z.enum(["multiple_choice", "lambada", "word_perplexity"]),
-  /** JSONL file (see lm/zeroshot.ts for the formats). */
+  /** JSONL file (see lm/eval/zeroshot.ts for the formats). */
   path: z.string().min(1),
   /** Use only the first `limit` lines. */
   limit: z.number().int().positive().optional(),

@@ -5,17 +5,17 @@
 // float32 arrays of the two checkpoint files, one α at a time.
 import { z } from "zod";
 import { defineStep, type InputRef, type InputValue, type Row } from "../pipeline/step.ts";
-import { type CheckpointEntry, listSeries } from "../lm/series.ts";
-import { type BackendName, setBackend } from "../lm/backend.ts";
+import { type CheckpointEntry, listSeries } from "../lm/checkpoints/series.ts";
+import { type BackendName, setBackend } from "../lm/backend/backend.ts";
 import {
   configFromSeries,
   disposeWeights,
   evaluateWindows,
   loadHeldOut,
   poolResults,
-} from "../lm/eval.ts";
-import { readSafetensorsF32 } from "../lm/safetensors.ts";
-import { weightsFromArrays } from "../lm/gpt.ts";
+} from "../lm/eval/loss.ts";
+import { readSafetensorsF32 } from "../lm/checkpoints/safetensors.ts";
+import { weightsFromArrays } from "../lm/model/gpt.ts";
 
 /** Fractions of the run for the "early-late" preset: (very early, early), (early, mid), (mid, end). */
 export const EARLY_LATE_FRACTIONS: [number, number][] = [[0.015, 0.15], [0.15, 0.5], [0.5, 1]];

@@ -1,12 +1,12 @@
 // The `plot` step: reads the results the upstream instances wrote to DuckDB and writes,
-// for each figure of the catalogue (lm/figures.ts), a Vega-Lite spec, an SVG, a PNG and
+// for each figure of the catalogue (report/figures.ts), a Vega-Lite spec, an SVG, a PNG and
 // the plotted data as CSV; tables as markdown and HTML; and one offline report.html.
 // Only rows of the instances it was given are read, so every figure traces to its params.
 import { z } from "zod";
 import { defineStep, type InputRef, type InputValue } from "../pipeline/step.ts";
-import { FIGURE_IDS, figureById, FigureScope, toCsv } from "../lm/figures.ts";
-import { BASE_CONFIG, svgToPng, vegaLiteToSvg } from "../lm/render.ts";
-import { buildReport, type ReportFigure, tableToHtml, tableToMarkdown } from "../lm/report.ts";
+import { FIGURE_IDS, figureById, FigureScope, toCsv } from "../report/figures.ts";
+import { BASE_CONFIG, svgToPng, vegaLiteToSvg } from "../report/render.ts";
+import { buildReport, type ReportFigure, tableToHtml, tableToMarkdown } from "../report/html.ts";
 
 const VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json";
 

@@ -2,7 +2,7 @@
 // wrote. For every evaluated series it finds the original run of the same training (the
 // baseline) and, for each tolerance, how many steps, tokens and seconds of training that
 // series saves in reaching the original's final perplexity × (1 + tolerance).
-// See lm/savings.ts for the definitions.
+// See lm/eval/savings.ts for the definitions.
 import { z } from "zod";
 import { defineStep, type InputRef, type InputValue } from "../pipeline/step.ts";
 import {
@@ -11,7 +11,7 @@ import {
   proportionalWallClock,
   type WallClock,
   wallClockFromLog,
-} from "../lm/savings.ts";
+} from "../lm/eval/savings.ts";
 
 const Params = z.object({
   /** Allowed perplexity increase over the original's final value (0.01 = +1%). */

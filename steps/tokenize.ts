@@ -1,6 +1,6 @@
 // The `tokenize` step: a corpus step's documents -> token files in nanoGPT's layout.
 // Writes <outDir>/train.bin (every train document), <outDir>/val-<domain>.bin (each
-// held-out domain) and <outDir>/meta.json (lm/data.ts's TokenMeta). Every document is
+// held-out domain) and <outDir>/meta.json (lm/data/windows.ts's TokenMeta). Every document is
 // followed by the end-of-text id. Text is encoded once with GPT-2 BPE; the compact
 // tokenizer's table is counted on those train ids and applied by lookup (tokens outside it
 // become their bytes), so the compact option costs one pass more over ids, not over text.
@@ -9,8 +9,8 @@
 import { z } from "zod";
 import gptTokenizerPackage from "gpt-tokenizer/package.json" with { type: "json" };
 import { defineStep, type InputRef, type StepContext } from "../pipeline/step.ts";
-import { readCorpusSummary, readDocuments, type SplitName } from "../lm/corpus.ts";
-import { dtypeFor, tokenFileName, type TokenMeta, writeTokens } from "../lm/data.ts";
+import { readCorpusSummary, readDocuments, type SplitName } from "../lm/data/corpus.ts";
+import { dtypeFor, tokenFileName, type TokenMeta, writeTokens } from "../lm/data/windows.ts";
 import {
   buildCompactTable,
   compactLookup,
@@ -18,10 +18,10 @@ import {
   GPT2_EOT_ID,
   GPT2_VOCAB_SIZE,
   toCompactIds,
-} from "../lm/tokenizer.ts";
+} from "../lm/data/tokenizer.ts";
 
 export const tokenizeParams = z.object({
-  /** "gpt2": GPT-2's 50257 ids. "compact": vocab_size ids remapped from GPT-2 with a byte fallback (lm/tokenizer.ts). */
+  /** "gpt2": GPT-2's 50257 ids. "compact": vocab_size ids remapped from GPT-2 with a byte fallback (lm/data/tokenizer.ts). */
   tokenizer: z.enum(["gpt2", "compact"]).default("compact"),
   /** Vocabulary size of the compact tokenizer (default 8192); gpt2 is always 50257. */
   vocab_size: z.number().int().optional(),

@@ -4,11 +4,11 @@
 // Outputs (under ctx.outDir):
 //   original/   the checkpoint series: step-NNNNNN.safetensors every save_every steps
 //   ema/, swa/  the EMA and SWA series at the same steps (SWA from its start on), if asked
-//   state/      everything a resume needs (lm/checkpoint.ts); removed when the run ends
+//   state/      everything a resume needs (lm/checkpoints/training_state.ts); removed when the run ends
 //   train_log.jsonl  the log rows, so rows from before a crash survive a resume
 // Rows: train_log (one per step) and train_runs (one per run: completed or diverged).
 //
-// Determinism: the windows of step s depend only on (seed, s) (lm/data.ts), the weights
+// Determinism: the windows of step s depend only on (seed, s) (lm/data/windows.ts), the weights
 // on the seed, and nothing else draws random numbers, so on the cpu backend a run that
 // was killed and resumed ends with the same bits as one that was not.
 import { z } from "zod";
@@ -27,7 +27,7 @@ import {
   type TokenFile,
   tokenFileName,
   trainBatch,
-} from "../lm/data.ts";
+} from "../lm/data/windows.ts";
 import {
   type GPTConfig,
   initWeights,
@@ -35,23 +35,29 @@ import {
   meanLoss,
   modelConfig,
   trainableNames,
-} from "../lm/gpt.ts";
-import { BACKEND_NAMES, type BackendName, setBackend } from "../lm/backend.ts";
-import { accumulateGradients, AdamW, type Params, toArray, WeightAverage } from "../lm/optim.ts";
-import { type CosineSchedule, type SwaSchedule, trainingLrAt } from "../lm/schedule.ts";
+} from "../lm/model/gpt.ts";
+import { BACKEND_NAMES, type BackendName, setBackend } from "../lm/backend/backend.ts";
+import {
+  accumulateGradients,
+  AdamW,
+  type Params,
+  toArray,
+  WeightAverage,
+} from "../lm/train/optim.ts";
+import { type CosineSchedule, type SwaSchedule, trainingLrAt } from "../lm/train/schedule.ts";
 import {
   type Arrays,
   loadTrainState,
   saveTrainState,
   writeCheckpoint,
   writeTextAtomic,
-} from "../lm/checkpoint.ts";
+} from "../lm/checkpoints/training_state.ts";
 import {
   checkpointFileName,
   readSeriesInfo,
   type SeriesInfo,
   writeSeriesInfo,
-} from "../lm/series.ts";
+} from "../lm/checkpoints/series.ts";
 
 const EmaParams = z.object({
   /** Weight of the old average: avg = decay·avg + (1 - decay)·w. */
@@ -72,7 +78,7 @@ const SwaParams = z.object({
 }).strict();
 
 export const trainParams = z.object({
-  /** Model preset of lm/gpt.ts (cpu-tiny, cpu-small, cpu-base, gpt2-small, ...). */
+  /** Model preset of lm/model/gpt.ts (cpu-tiny, cpu-small, cpu-base, gpt2-small, ...). */
   preset: z.string().default("cpu-small"),
   /** Overrides of the preset's shape. */
   model: z.object({

@@ -5,7 +5,7 @@
 // row per (series, step, domain), and a second run executes nothing.
 import assert from "node:assert/strict";
 import { ResultsDb } from "../../pipeline/results.ts";
-import { blankSvg, pngSize, svgSize, svgToPng } from "../../lm/render.ts";
+import { blankSvg, pngSize, svgSize, svgToPng } from "../../report/render.ts";
 
 const CONFIG = new URL("../fixtures/e2e/ablation-tiny.yaml", import.meta.url).pathname;
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;

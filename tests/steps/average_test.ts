@@ -4,8 +4,13 @@
 import assert from "node:assert/strict";
 import { AverageParams, averageStep } from "../../steps/average.ts";
 import type { InputRef } from "../../pipeline/step.ts";
-import { readSafetensorsF32, SafetensorsReader } from "../../lm/safetensors.ts";
-import { listSeries, readSeriesInfo, type SeriesInfo, writeSeriesInfo } from "../../lm/series.ts";
+import { readSafetensorsF32, SafetensorsReader } from "../../lm/checkpoints/safetensors.ts";
+import {
+  listSeries,
+  readSeriesInfo,
+  type SeriesInfo,
+  writeSeriesInfo,
+} from "../../lm/checkpoints/series.ts";
 import { fakeContext } from "../helpers/fake_ctx.ts";
 
 const FIXTURE = new URL("../fixtures/averaging/", import.meta.url).pathname;

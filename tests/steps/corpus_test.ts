@@ -1,7 +1,7 @@
 // The corpus step run on its own (fake context): outputs, determinism, errors.
 import assert from "node:assert/strict";
 import { corpusStep } from "../../steps/corpus.ts";
-import { readCorpusSummary, readDocuments } from "../../lm/corpus.ts";
+import { readCorpusSummary, readDocuments } from "../../lm/data/corpus.ts";
 import { fakeContext } from "../helpers/fake_ctx.ts";
 
 type Params = Parameters<typeof corpusStep.run>[1];

@@ -3,7 +3,7 @@
 // shows every figure and fetches nothing, and only the given instances are plotted.
 import assert from "node:assert/strict";
 import { PlotParams, plotStep, publishFigures } from "../../steps/plot.ts";
-import { FIGURE_IDS } from "../../lm/figures.ts";
+import { FIGURE_IDS } from "../../report/figures.ts";
 import {
   blankSvg,
   inkPixels,
@@ -12,7 +12,7 @@ import {
   svgSize,
   svgToPixels,
   svgToPng,
-} from "../../lm/render.ts";
+} from "../../report/render.ts";
 import { contextWithRows, fixtureInputs, readFixture } from "../fixtures/plot/load.ts";
 
 async function exists(path: string): Promise<boolean> {

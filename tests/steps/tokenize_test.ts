@@ -4,9 +4,9 @@
 import assert from "node:assert/strict";
 import { corpusStep } from "../../steps/corpus.ts";
 import { tokenizeStep } from "../../steps/tokenize.ts";
-import { readDocuments } from "../../lm/corpus.ts";
-import { openTokens, readMeta } from "../../lm/data.ts";
-import { encodeGpt2, GPT2_EOT_ID, tokenizerFromMeta } from "../../lm/tokenizer.ts";
+import { readDocuments } from "../../lm/data/corpus.ts";
+import { openTokens, readMeta } from "../../lm/data/windows.ts";
+import { encodeGpt2, GPT2_EOT_ID, tokenizerFromMeta } from "../../lm/data/tokenizer.ts";
 import type { InputRef } from "../../pipeline/step.ts";
 import { type FakeContext, fakeContext } from "../helpers/fake_ctx.ts";
 

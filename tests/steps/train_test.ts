@@ -6,12 +6,12 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { type FakeContext, fakeContext } from "../helpers/fake_ctx.ts";
 import { resolveTrainParams, type TrainParams, trainParams, trainStep } from "../../steps/train.ts";
-import { lrAt, swaLrAt } from "../../lm/schedule.ts";
-import { readSafetensorsF32 } from "../../lm/safetensors.ts";
-import { readSeriesInfo } from "../../lm/series.ts";
-import { writeTokens } from "../../lm/data.ts";
-import { initWeights, modelConfig } from "../../lm/gpt.ts";
-import { setBackend } from "../../lm/backend.ts";
+import { lrAt, swaLrAt } from "../../lm/train/schedule.ts";
+import { readSafetensorsF32 } from "../../lm/checkpoints/safetensors.ts";
+import { readSeriesInfo } from "../../lm/checkpoints/series.ts";
+import { writeTokens } from "../../lm/data/windows.ts";
+import { initWeights, modelConfig } from "../../lm/model/gpt.ts";
+import { setBackend } from "../../lm/backend/backend.ts";
 import type { InputRef, Row } from "../../pipeline/step.ts";
 
 const VOCAB = 32;

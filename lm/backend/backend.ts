@@ -1,0 +1,185 @@
+// Chooses the tfjs backend the model runs on, and says which one for cache keys.
+//
+// - wasm (default): XNNPACK with SIMD; threads where they can be switched on under Deno
+//   (lm/backend/wasm_threads.ts), and the fast BatchMatMul of lm/backend/wasm_fast.ts;
+// - cpu: pure JavaScript, slow and deterministic: tests and references;
+// - webgpu: Deno's own navigator.gpu (Vulkan / Metal / D3D12), no CUDA toolkit needed;
+// - tensorflow: tfjs-node-gpu / tfjs-node, when their native library is installed.
+//
+// Importing the union package `@tensorflow/tfjs` registers every gradient function:
+// tfjs-core's own ESM gradient registration does not load under Deno.
+import "@tensorflow/tfjs";
+import * as tf from "@tensorflow/tfjs-core";
+import { version_cpu } from "@tensorflow/tfjs-backend-cpu";
+import { getThreadsCount, version_wasm } from "@tensorflow/tfjs-backend-wasm";
+import { installFastWasmMatMul } from "./wasm_fast.ts";
+import { startWasmWithThreads, type WasmThreadsResult } from "./wasm_threads.ts";
+
+export type BackendName = "wasm" | "cpu" | "webgpu" | "tensorflow";
+export const BACKEND_NAMES: readonly BackendName[] = ["wasm", "cpu", "webgpu", "tensorflow"];
+
+export interface BackendInfo {
+  /** tfjs backend name ("wasm", "cpu", "webgpu", "tensorflow"). */
+  name: BackendName;
+  /** Version of the backend package (part of the cache key). */
+  version: string;
+  /** Threads doing the numerical work (wasm: XNNPACK's pool; cpu: 1; GPU: 0 = n/a). */
+  threads: number;
+  /** WebAssembly SIMD in use (wasm only). */
+  simd: boolean;
+  /** Device or library detail for logs and the README (adapter name, ...). */
+  detail: string;
+}
+
+/** Options of setBackend; the defaults are what a user gets. */
+export interface BackendOptions {
+  /**
+   * wasm: try to run XNNPACK on several threads. Default: on only when the environment
+   * variable TFJS_WASM_THREADS=1 is set. Threads do start under Deno 2.9 (2 on 2 cores),
+   * and on an otherwise idle machine make a training step ~1.5x faster; but XNNPACK's
+   * pool spin-waits, so when another process shares the cores a step became 1.2-2x
+   * slower than on 1 thread. The fallback to 1 thread on a failed start costs the
+   * start-up timeout.
+   */
+  threads?: boolean;
+  /** wasm: thread count to ask for (default: all logical cores). */
+  numThreads?: number;
+  /** Print one-line notices (threads unavailable, ...) on stderr (default true). */
+  quiet?: boolean;
+}
+
+let current: BackendInfo | null = null;
+
+/** What the active backend is (after setBackend). */
+export function backendInfo(): BackendInfo {
+  if (!current) throw new Error("no backend chosen yet: call setBackend(name) first");
+  return { ...current };
+}
+
+function notice(opts: BackendOptions, line: string): void {
+  if (!opts.quiet) console.error(line);
+}
+
+/** The cpu backend greets Node users once on first use; Deno users need not see that. */
+function silenceCpuGreeting(): void {
+  const cpu = tf.findBackend("cpu") as unknown as { firstUse?: boolean } | null;
+  if (cpu && "firstUse" in cpu) cpu.firstUse = false;
+}
+
+async function activate(name: string): Promise<void> {
+  let ok = false;
+  try {
+    ok = await tf.setBackend(name);
+  } catch (e) {
+    throw new Error(`backend ${name} failed to start: ${(e as Error).message ?? e}`);
+  }
+  if (!ok) throw new Error(`backend ${name} failed to start (tfjs setBackend returned false)`);
+  await tf.ready();
+}
+
+async function setWasm(opts: BackendOptions): Promise<BackendInfo> {
+  installFastWasmMatMul();
+  let threadsResult: WasmThreadsResult = { enabled: false, reason: "threads not asked for" };
+  const wantThreads = opts.threads ?? Deno.env.get("TFJS_WASM_THREADS") === "1";
+  if (tf.findBackend("wasm") === null && wantThreads) {
+    const n = opts.numThreads ?? navigator.hardwareConcurrency;
+    threadsResult = await startWasmWithThreads(n, () => activate("wasm"), 10_000);
+  }
+  await activate("wasm");
+  const simd = (await tf.env().getAsync("WASM_HAS_SIMD_SUPPORT")) as boolean;
+  const threads = getThreadsCount();
+  if (wantThreads && threads <= 1 && threadsResult.reason !== "threads not asked for") {
+    notice(opts, `wasm backend: running on 1 thread (${threadsResult.reason})`);
+  }
+  return {
+    name: "wasm",
+    version: version_wasm,
+    threads,
+    simd,
+    detail: `XNNPACK, ${threads} thread(s), SIMD ${simd ? "on" : "off"}`,
+  };
+}
+
+async function setWebgpu(): Promise<BackendInfo> {
+  const gpu = (navigator as unknown as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
+  if (!gpu) {
+    throw new Error("webgpu backend: this Deno has no navigator.gpu (WebGPU is not available)");
+  }
+  const adapter = await gpu.requestAdapter() as
+    | { info?: { vendor?: string; architecture?: string; device?: string; description?: string } }
+    | null;
+  if (!adapter) {
+    throw new Error(
+      "webgpu backend: no GPU adapter found (navigator.gpu.requestAdapter() returned null); " +
+        "install a Vulkan driver (Debian: mesa-vulkan-drivers, or the GPU vendor's) or use --backend wasm",
+    );
+  }
+  const webgpu = await import("@tensorflow/tfjs-backend-webgpu");
+  await activate("webgpu");
+  const info = adapter.info ?? {};
+  const detail = [info.vendor, info.architecture, info.device, info.description]
+    .filter((s) => s).join(" ") || "unknown adapter";
+  const version = (webgpu as unknown as { version_webgpu?: string }).version_webgpu ??
+    tf.version_core;
+  return { name: "webgpu", version, threads: 0, simd: false, detail };
+}
+
+/** Where tfjs-node's packages are looked for; they are not among the pinned imports. */
+const TFJS_NODE_PACKAGES = [
+  "npm:@tensorflow/tfjs-node-gpu@4.22.0",
+  "npm:@tensorflow/tfjs-node@4.22.0",
+];
+
+async function setTensorflow(): Promise<BackendInfo> {
+  const failures: string[] = [];
+  for (const specifier of TFJS_NODE_PACKAGES) {
+    try {
+      const mod = await import(specifier) as { version?: Record<string, string> };
+      await activate("tensorflow");
+      const version = mod.version?.["tfjs-node"] ?? specifier.split("@").pop()!;
+      return { name: "tensorflow", version, threads: 0, simd: false, detail: specifier };
+    } catch (e) {
+      failures.push(`${specifier}: ${String((e as Error).message ?? e).split("\n")[0]}`);
+    }
+  }
+  throw new Error(
+    "tensorflow backend unavailable: neither @tensorflow/tfjs-node-gpu nor @tensorflow/tfjs-node " +
+      "loads (their installer downloads libtensorflow from outside the npm registry, so they " +
+      `cannot be installed from the registry alone); use --backend wasm or webgpu. (${
+        failures.join("; ")
+      })`,
+  );
+}
+
+/** Switch tfjs to the named backend; returns its name and version (for cache keys). */
+export async function setBackend(
+  name: BackendName,
+  opts: BackendOptions = {},
+): Promise<{ name: string; version: string }> {
+  if (!BACKEND_NAMES.includes(name)) {
+    throw new Error(`unknown backend "${name}": expected one of ${BACKEND_NAMES.join(", ")}`);
+  }
+  switch (name) {
+    case "wasm":
+      current = await setWasm(opts);
+      break;
+    case "cpu":
+      await activate("cpu");
+      current = {
+        name: "cpu",
+        version: version_cpu,
+        threads: 1,
+        simd: false,
+        detail: "pure JavaScript",
+      };
+      break;
+    case "webgpu":
+      current = await setWebgpu();
+      break;
+    case "tensorflow":
+      current = await setTensorflow();
+      break;
+  }
+  silenceCpuGreeting();
+  return { name: current.name, version: current.version };
+}

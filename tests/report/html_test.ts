@@ -1,0 +1,92 @@
+// Tests of report.html and the table renderings: every figure is shown inline with the
+// params that made it, text is escaped, and nothing is fetched from the network.
+import assert from "node:assert/strict";
+import {
+  buildReport,
+  escapeHtml,
+  inlineSvg,
+  tableToHtml,
+  tableToMarkdown,
+} from "../../report/html.ts";
+import type { SeriesMeta, TableData } from "../../report/figures.ts";
+
+const TABLE: TableData = {
+  columns: ["series", "loss"],
+  rows: [["LAWA k=5 | ν=2", 2.9171234567], ["original", null]],
+  note: "final loss",
+};
+
+const SERIES: SeriesMeta = {
+  ref: "ev1|tr1/original",
+  instance_key: "ev1",
+  series_id: "tr1/original",
+  label: "original",
+  method: "original",
+  k: null,
+  nu: null,
+  lr: 0.006,
+  batch_tokens: 16384,
+  params: {},
+  display: "original <raw>",
+  order: 0,
+};
+
+Deno.test("tableToMarkdown and tableToHtml format, align and escape cells", () => {
+  assert.equal(
+    tableToMarkdown(TABLE),
+    "| series | loss |\n| --- | ---: |\n| LAWA k=5 \\| ν=2 | 2.91712 |\n| original | – |\n\nfinal loss\n",
+  );
+  const html = tableToHtml({ columns: ["a<b"], rows: [[1.5], ["<i>"]] });
+  assert.match(html, /<th>a&lt;b<\/th>/);
+  assert.match(html, /<td class="num">1.5<\/td>/);
+  assert.match(html, /<td>&lt;i&gt;<\/td>/);
+  assert.equal(escapeHtml(`"&'`), "&quot;&amp;'");
+});
+
+Deno.test("buildReport embeds every figure, its params and no network reference", () => {
+  const svg = '<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" ' +
+    'height="10"><text>training step</text></svg>';
+  const html = buildReport({
+    title: "Report <1>",
+    pipeline: "demo",
+    figures: ["loss-vs-step", "final-table"].map((id) => ({
+      id,
+      title: `Figure ${id}`,
+      paper: "Fig. 1",
+      description: "what it shows",
+      svg,
+      files: [`${id}.png`, `${id}.svg`],
+      table: id === "final-table" ? TABLE : undefined,
+      series: [SERIES],
+      instanceKeys: ["ev1"],
+      note: id === "final-table" ? "left out: nothing" : undefined,
+    })),
+    skipped: [{ id: "lmc", reason: "no lmc table in the results" }],
+    inputs: [{ key: "ev1", step: "evaluate", node: "eval-main", params: { max_windows: 8 } }],
+  });
+  assert.match(html, /^<!DOCTYPE html>/);
+  assert.match(html, /<title>Report &lt;1&gt;<\/title>/);
+  for (const id of ["loss-vs-step", "final-table"]) {
+    assert.ok(html.includes(`<section id="${id}">`));
+    assert.ok(html.includes(`<a href="${id}.png">`));
+  }
+  assert.equal(html.match(/<svg style="max-width:100%;height:auto"/g)?.length, 2);
+  assert.ok(!html.includes("<?xml"));
+  assert.match(html, /original &lt;raw&gt;/);
+  assert.match(html, /eval-main \(evaluate\)/);
+  assert.match(html, /&quot;max_windows&quot;: 8/);
+  assert.match(html, /left out: nothing/);
+  assert.match(html, /<b>lmc<\/b>: no lmc table in the results/);
+  assert.match(html, /2.91712/);
+  assert.doesNotMatch(html, /<script|<link|(src|href)="https?:/i);
+});
+
+Deno.test("inlineSvg prefixes ids and their references with the figure id", () => {
+  const svg = '<svg width="1"><defs><clipPath id="clip1"><rect/></clipPath></defs>' +
+    '<g clip-path="url(#clip1)"><use href="#clip1"/></g></svg>';
+  const out = inlineSvg(svg, "lmc");
+  assert.match(out, /<clipPath id="lmc-clip1">/);
+  assert.match(out, /clip-path="url\(#lmc-clip1\)"/);
+  assert.match(out, /<use href="#lmc-clip1"\/>/);
+  assert.doesNotMatch(out, /"clip1"|#clip1\)/);
+});
