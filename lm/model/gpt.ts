@@ -135,12 +135,23 @@ export function initWeights(cfg: GPTConfig, seed: number): Record<string, tf.Var
       if (name.endsWith(".bias")) return tf.zeros(shape);
       if (/\.ln_(1|2|f)\.weight$/.test(name)) return tf.ones(shape);
       const std = /\.c_proj\.weight$/.test(name) ? residualStd : INIT_STD;
-      return tf.randomNormal(shape, 0, std, "float32", seed * 1009 + index);
+      return tf.randomNormal(shape, 0, std, "float32", tensorSeed(seed, index));
     });
     weights[name] = tf.variable(initial, trainable.has(name));
     initial.dispose();
   });
   return weights;
+}
+
+/**
+ * The generator seed of the index-th initial tensor. Never 0: tfjs reads a seed of 0 as
+ * "no seed" and falls back to Math.random, which made seed 0 irreproducible.
+ */
+export function tensorSeed(seed: number, index: number): number {
+  if (!Number.isSafeInteger(seed) || seed < 0) {
+    throw new Error(`seed must be a non-negative integer, got ${seed}`);
+  }
+  return seed * 1009 + index + 1;
 }
 
 /** Tensors named in checkpoints of GPT2LMHeadModel that this model does not store. */

@@ -15,6 +15,7 @@ import {
   modelConfig,
   parameterNames,
   PRESETS,
+  tensorSeed,
   tokenLosses,
   trainableNames,
   weightsFromArrays,
@@ -153,6 +154,16 @@ Deno.test("initialisation: GPT-2 std, residual projections scaled, same seed sam
   assert.ok(a["transformer.h.1.ln_1.weight"].data.every((v) => v === 1));
   assert.deepEqual(a["transformer.wte.weight"].data, b["transformer.wte.weight"].data);
   assert.notDeepEqual(a["transformer.wte.weight"].data, c["transformer.wte.weight"].data);
+});
+
+Deno.test("initialisation at seed 0 is seeded too: every tensor equal run to run", async () => {
+  await setBackend("cpu", { quiet: true });
+  const cfg = modelConfig("cpu-tiny", 64);
+  const a = await exportWeights(initWeights(cfg, 0));
+  const b = await exportWeights(initWeights(cfg, 0));
+  for (const name of Object.keys(a)) assert.deepEqual(a[name].data, b[name].data, name);
+  assert.notDeepEqual(a["transformer.wte.weight"].data, a["transformer.wpe.weight"].data);
+  assert.throws(() => tensorSeed(-1, 0), /non-negative integer/);
 });
 
 Deno.test("causal: changing a future token leaves earlier logits unchanged", async () => {
