@@ -11,7 +11,7 @@ import {
   seriesLabel,
   typicalSpacing,
 } from "../lm/averaging/averaging.ts";
-import { INDEX_SUFFIX, resolveCheckpointPath } from "../lm/checkpoints/safetensors.ts";
+import { INDEX_SUFFIX, resolveCheckpointPath } from "../lm/checkpoints/sharded.ts";
 import { listSeries, type SeriesInfo, writeSeriesInfo } from "../lm/checkpoints/series.ts";
 
 export const HELP = `Average safetensors checkpoints (LAWA, EMA, SWA).

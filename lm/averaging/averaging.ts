@@ -8,17 +8,8 @@
 // decoded and accumulated in float64 (or float32 if asked); integer tensors are copied
 // from the newest member. Tensor names are matched after stripping `_orig_mod.` and
 // `module.` prefixes (torch.compile and DDP wrappers).
-import {
-  blendInto,
-  CheckpointReader,
-  type DType,
-  DTYPE_BYTES,
-  encodeFloats,
-  isFloatDType,
-  numelOf,
-  SafetensorsWriter,
-  type TensorSpec,
-} from "../checkpoints/safetensors.ts";
+import { blendInto, type DType, DTYPE_BYTES, encodeFloats, isFloatDType, numelOf, SafetensorsWriter, type TensorSpec } from "../checkpoints/safetensors.ts";
+import { CheckpointReader } from "../checkpoints/sharded.ts";
 import { checkpointFileName } from "../checkpoints/series.ts";
 
 /** A checkpoint to average: the training step it was taken at and its file (or folder/index). */
