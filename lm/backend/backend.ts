@@ -4,6 +4,7 @@
 //   (lm/backend/wasm_threads.ts), and the fast BatchMatMul of lm/backend/wasm_fast.ts;
 // - cpu: pure JavaScript, slow and deterministic: tests and references;
 // - webgpu: Deno's own navigator.gpu (Vulkan / Metal / D3D12), no CUDA toolkit needed;
+//   the adapter and tfjs kernel fixes are in lm/backend/webgpu.ts;
 // - tensorflow: tfjs-node-gpu / tfjs-node, when their native library is installed.
 //
 // Importing the union package `@tensorflow/tfjs` registers every gradient function:
@@ -14,6 +15,14 @@ import { version_cpu } from "@tensorflow/tfjs-backend-cpu";
 import { getThreadsCount, version_wasm } from "@tensorflow/tfjs-backend-wasm";
 import { installFastWasmMatMul } from "./wasm_fast.ts";
 import { startWasmWithThreads, type WasmThreadsResult } from "./wasm_threads.ts";
+import {
+  type AdapterSummary,
+  describeAdapter,
+  installWebgpuKernelFixes,
+  requestWebgpuAdapter,
+  softwareAdapterWarning,
+  watchWebgpuErrors,
+} from "./webgpu.ts";
 
 export type BackendName = "wasm" | "cpu" | "webgpu" | "tensorflow";
 export const BACKEND_NAMES: readonly BackendName[] = ["wasm", "cpu", "webgpu", "tensorflow"];
@@ -29,6 +38,8 @@ export interface BackendInfo {
   simd: boolean;
   /** Device or library detail for logs and the README (adapter name, ...). */
   detail: string;
+  /** webgpu: the adapter that runs (lm/backend/webgpu.ts). */
+  adapter?: AdapterSummary;
 }
 
 /** Options of setBackend; the defaults are what a user gets. */
@@ -100,28 +111,24 @@ async function setWasm(opts: BackendOptions): Promise<BackendInfo> {
   };
 }
 
-async function setWebgpu(): Promise<BackendInfo> {
-  const gpu = (navigator as unknown as { gpu?: { requestAdapter(): Promise<unknown> } }).gpu;
-  if (!gpu) {
-    throw new Error("webgpu backend: this Deno has no navigator.gpu (WebGPU is not available)");
-  }
-  const adapter = await gpu.requestAdapter() as
-    | { info?: { vendor?: string; architecture?: string; device?: string; description?: string } }
-    | null;
-  if (!adapter) {
-    throw new Error(
-      "webgpu backend: no GPU adapter found (navigator.gpu.requestAdapter() returned null); " +
-        "install a Vulkan driver (Debian: mesa-vulkan-drivers, or the GPU vendor's) or use --backend wasm",
-    );
-  }
+async function setWebgpu(opts: BackendOptions): Promise<BackendInfo> {
+  const adapter = await requestWebgpuAdapter();
   const webgpu = await import("@tensorflow/tfjs-backend-webgpu");
+  installWebgpuKernelFixes();
   await activate("webgpu");
-  const info = adapter.info ?? {};
-  const detail = [info.vendor, info.architecture, info.device, info.description]
-    .filter((s) => s).join(" ") || "unknown adapter";
+  watchWebgpuErrors();
+  const warning = softwareAdapterWarning(adapter);
+  if (warning) notice(opts, warning);
   const version = (webgpu as unknown as { version_webgpu?: string }).version_webgpu ??
     tf.version_core;
-  return { name: "webgpu", version, threads: 0, simd: false, detail };
+  return {
+    name: "webgpu",
+    version,
+    threads: 0,
+    simd: false,
+    detail: describeAdapter(adapter),
+    adapter,
+  };
 }
 
 /** Where tfjs-node's packages are looked for; they are not among the pinned imports. */
@@ -174,7 +181,7 @@ export async function setBackend(
       };
       break;
     case "webgpu":
-      current = await setWebgpu();
+      current = await setWebgpu(opts);
       break;
     case "tensorflow":
       current = await setTensorflow();
