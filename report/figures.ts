@@ -5,6 +5,7 @@
 // Figures show whatever the data says; a figure without data is skipped with a reason.
 import type { InputRef } from "../pipeline/step.ts";
 import type { VegaLiteSpec } from "./render.ts";
+import { selectSql, TRAIN_LOG } from "../steps/tables.ts";
 
 // ---------------------------------------------------------------------------------
 // Data access
@@ -732,8 +733,10 @@ const trainLoss: FigureDef = {
     if (missing.length) return { skip: "no train_log table in the results" };
     const trainKeys = await scope.trainKeys();
     const rows = await scope.query(
-      `SELECT instance_key, step, tokens::DOUBLE AS tokens, loss, lr
-       FROM train_log WHERE instance_key IN ${sqlList(trainKeys)} ORDER BY instance_key, step`,
+      selectSql(TRAIN_LOG, ["step", "tokens", "train_loss", "lr"], {
+        instanceKeys: trainKeys,
+        orderBy: ["instance_key", "step"],
+      }),
     );
     if (rows.length === 0) return { skip: "no train_log rows for the training runs of the inputs" };
     const keys = [...new Set(rows.map((r) => str(r.instance_key)))].sort();
@@ -743,7 +746,7 @@ const trainLoss: FigureDef = {
       series_ref: str(r.instance_key),
       step: num(r.step),
       tokens: num(r.tokens),
-      loss: num(r.loss),
+      loss: num(r.train_loss),
       lr: num(r.lr),
       late: false,
     }));

@@ -30,6 +30,16 @@ import {
 } from "../lm/eval/zeroshot.ts";
 import { openTokens, readMeta, tokenFileName, type TokenMeta } from "../lm/data/windows.ts";
 import { type Tokenizer, tokenizerFromMeta, UNK_TEXT } from "../lm/data/tokenizer.ts";
+import {
+  appendRows,
+  DIVERSITY,
+  EVAL_LOSS,
+  type RowOf,
+  SERIES,
+  SPIKES,
+  tablesOf,
+  ZEROSHOT,
+} from "./tables.ts";
 
 const FileTask = z.object({
   /** Name in the `zeroshot` table. */
@@ -74,27 +84,6 @@ const Params = z.object({
 });
 type EvalParams = z.infer<typeof Params>;
 
-export const SERIES_TABLE = {
-  series_id: "VARCHAR",
-  label: "VARCHAR",
-  method: "VARCHAR",
-  k: "INTEGER",
-  nu: "INTEGER",
-  lr: "DOUBLE",
-  batch_tokens: "BIGINT",
-  params: "JSON",
-} as const;
-
-export const EVAL_LOSS_TABLE = {
-  series_id: "VARCHAR",
-  step: "INTEGER",
-  tokens: "BIGINT",
-  domain: "VARCHAR",
-  loss: "DOUBLE",
-  ppl: "DOUBLE",
-  n_tokens: "BIGINT",
-} as const;
-
 function single(v: InputValue | undefined, name: string): InputRef {
   if (!v) throw new Error(`evaluate: missing input '${name}'`);
   if (Array.isArray(v)) {
@@ -110,19 +99,32 @@ function numberOrNull(v: unknown): number | null {
   return typeof v === "number" && Number.isFinite(v) ? v : null;
 }
 
-/** The `series` row: method params, and lr / batch size of the training run. */
-export function seriesRow(seriesId: string, info: SeriesInfo, ref: InputRef): Row {
+/** The `series` row: method params, and lr / batch size / seed / backend of the training run. */
+export function seriesRow(seriesId: string, info: SeriesInfo, ref: InputRef): RowOf<typeof SERIES> {
   const p = info.params ?? {};
   const train = (p.train && typeof p.train === "object" ? p.train : {}) as Record<string, unknown>;
   const fromRef = ref.step === "train" ? ref.params : {};
+  const lr = numberOrNull(train.lr) ?? numberOrNull(fromRef.lr);
+  const batchTokens = numberOrNull(train.batch_tokens) ?? numberOrNull(fromRef.batch_tokens);
+  const seed = numberOrNull(p.seed);
+  const backend = typeof p.backend === "string" ? p.backend : null;
+  const name = [
+    info.label,
+    lr !== null ? `lr ${lr}` : "",
+    batchTokens !== null ? `${batchTokens} tok/step` : "",
+    seed !== null ? `seed ${seed}` : "",
+  ].filter((s) => s).join(" · ");
   return {
     series_id: seriesId,
+    name,
     label: info.label,
     method: info.method,
     k: numberOrNull(p.k),
     nu: numberOrNull(p.nu),
-    lr: numberOrNull(train.lr) ?? numberOrNull(fromRef.lr),
-    batch_tokens: numberOrNull(train.batch_tokens) ?? numberOrNull(fromRef.batch_tokens),
+    lr,
+    batch_tokens: batchTokens,
+    seed,
+    backend,
     params: JSON.stringify(p),
   };
 }
@@ -205,20 +207,7 @@ export const evaluateStep = defineStep({
   // Zero-shot task files are read by path: their contents are part of the cache key.
   files: (params) => (params.zeroshot?.tasks ?? []).flatMap((t) => "path" in t ? [t.path] : []),
   inputs: ["series", "tokens"],
-  tables: {
-    series: SERIES_TABLE,
-    eval_loss: EVAL_LOSS_TABLE,
-    diversity: { series_id: "VARCHAR", step_a: "INTEGER", step_b: "INTEGER", diversity: "DOUBLE" },
-    zeroshot: {
-      series_id: "VARCHAR",
-      step: "INTEGER",
-      task: "VARCHAR",
-      metric: "VARCHAR",
-      value: "DOUBLE",
-      n: "INTEGER",
-    },
-    spikes: { series_id: "VARCHAR", step: "INTEGER", rise: "DOUBLE" },
-  },
+  tables: tablesOf(SERIES, EVAL_LOSS, DIVERSITY, ZEROSHOT, SPIKES),
   async run(ctx, params, inputs) {
     const seriesRef = single(inputs.series, "series");
     const tokensRef = single(inputs.tokens, "tokens");
@@ -285,7 +274,7 @@ export const evaluateStep = defineStep({
     const summary: Row[] = [];
 
     for (const plan of plans) {
-      ctx.results.append("series", [seriesRow(plan.id, plan.info, seriesRef)]);
+      appendRows(ctx.results, SERIES, [seriesRow(plan.id, plan.info, seriesRef)]);
       const heldOut = heldOutBySeqLen.get(plan.seqLen)!;
       const checkpoints = [...plan.info.checkpoints].sort((a, b) => a.step - b.step);
       const curve: { step: number; loss: number }[] = [];

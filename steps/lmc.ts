@@ -4,7 +4,7 @@
 // checkpoints are not linearly mode connected. The blend is computed in memory from the
 // float32 arrays of the two checkpoint files, one α at a time.
 import { z } from "zod";
-import { defineStep, type InputRef, type InputValue, type Row } from "../pipeline/step.ts";
+import { defineStep, type InputRef, type InputValue } from "../pipeline/step.ts";
 import { type CheckpointEntry, listSeries } from "../lm/checkpoints/series.ts";
 import { type BackendName, setBackend } from "../lm/backend/backend.ts";
 import {
@@ -16,6 +16,7 @@ import {
 } from "../lm/eval/loss.ts";
 import { readSafetensorsF32 } from "../lm/checkpoints/safetensors.ts";
 import { weightsFromArrays } from "../lm/model/gpt.ts";
+import { appendRows, LMC, type RowOf, tablesOf } from "./tables.ts";
 
 /** Fractions of the run for the "early-late" preset: (very early, early), (early, mid), (mid, end). */
 export const EARLY_LATE_FRACTIONS: [number, number][] = [[0.015, 0.15], [0.15, 0.5], [0.5, 1]];
@@ -89,16 +90,7 @@ export const lmcStep = defineStep({
   module: import.meta.url,
   params: Params,
   inputs: ["series", "tokens"],
-  tables: {
-    lmc: {
-      pair: "VARCHAR",
-      step_a: "INTEGER",
-      step_b: "INTEGER",
-      alpha: "DOUBLE",
-      domain: "VARCHAR",
-      loss: "DOUBLE",
-    },
-  },
+  tables: tablesOf(LMC),
   async run(ctx, params, inputs) {
     const seriesRef = single(inputs.series, "series");
     const tokensRef = single(inputs.tokens, "tokens");
@@ -157,15 +149,16 @@ export const lmcStep = defineStep({
             });
             parts.push({ domain, ...r });
           }
-          const rows: Row[] = [...parts, { domain: "all", ...poolResults(parts) }].map((p) => ({
-            pair: `${a}-${b}`,
-            step_a: a,
-            step_b: b,
-            alpha,
-            domain: p.domain,
-            loss: p.sumLoss / p.nTokens,
-          }));
-          ctx.results.append("lmc", rows);
+          const rows: RowOf<typeof LMC>[] = [...parts, { domain: "all", ...poolResults(parts) }]
+            .map((p) => ({
+              pair: `${a}-${b}`,
+              step_a: a,
+              step_b: b,
+              alpha,
+              domain: p.domain,
+              loss: p.sumLoss / p.nTokens,
+            }));
+          appendRows(ctx.results, LMC, rows);
           done++;
           ctx.progress.update(
             done,

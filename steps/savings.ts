@@ -12,6 +12,16 @@ import {
   type WallClock,
   wallClockFromLog,
 } from "../lm/eval/savings.ts";
+import {
+  appendRows,
+  EVAL_LOSS,
+  SAVINGS,
+  selectSql,
+  SERIES,
+  tablesOf,
+  TRAIN_LOG,
+  TRAIN_RUNS,
+} from "./tables.ts";
 
 const Params = z.object({
   /** Allowed perplexity increase over the original's final value (0.01 = +1%). */
@@ -82,37 +92,28 @@ export const savingsStep = defineStep({
   module: import.meta.url,
   params: Params,
   inputs: ["evals"],
-  tables: {
-    savings: {
-      series_id: "VARCHAR",
-      baseline_id: "VARCHAR",
-      tolerance: "DOUBLE",
-      target_ppl: "DOUBLE",
-      first_step: "INTEGER",
-      baseline_step: "INTEGER",
-      steps_saved: "INTEGER",
-      tokens_saved: "BIGINT",
-      wall_saved_s: "DOUBLE",
-    },
-  },
+  tables: tablesOf(SAVINGS),
   async run(ctx, params, inputs: Record<string, InputValue>) {
     const evals: InputRef[] = Array.isArray(inputs.evals) ? inputs.evals : [inputs.evals];
     if (evals.length === 0) {
       throw new Error("savings: input 'evals' is empty; expected evaluate instances");
     }
     const keys = evals.map((e) => e.key);
-    const marks = keys.map(() => "?").join(", ");
     const query = ctx.results.query.bind(ctx.results);
 
     const seriesRows = await query(
-      `SELECT DISTINCT series_id, method, lr, batch_tokens, CAST(params AS VARCHAR) AS params
-       FROM series WHERE instance_key IN (${marks}) ORDER BY series_id`,
-      keys,
+      selectSql(SERIES, ["series_id", "method", "lr", "batch_tokens", "params"], {
+        instanceKeys: keys,
+        distinct: true,
+        orderBy: ["series_id"],
+      }),
     );
     const lossRows = await query(
-      `SELECT series_id, step, tokens, ppl FROM eval_loss
-       WHERE instance_key IN (${marks}) AND domain = ? ORDER BY series_id, step`,
-      [...keys, params.domain],
+      selectSql(EVAL_LOSS, ["series_id", "step", "tokens", "ppl"], {
+        instanceKeys: keys,
+        equals: { domain: params.domain },
+        orderBy: ["series_id", "step"],
+      }),
     );
     if (lossRows.length === 0) {
       throw new Error(
@@ -142,8 +143,8 @@ export const savingsStep = defineStep({
       const id = trainingIdentity(s);
       groups.set(id, [...(groups.get(id) ?? []), s]);
     }
-    const haveTrainLog = await tableExists(query, "train_log");
-    const haveTrainRuns = await tableExists(query, "train_runs");
+    const haveTrainLog = await tableExists(query, TRAIN_LOG.name);
+    const haveTrainRuns = await tableExists(query, TRAIN_RUNS.name);
 
     let written = 0;
     for (const members of groups.values()) {
@@ -160,18 +161,17 @@ export const savingsStep = defineStep({
       let wall: WallClock | null = null;
       if (haveTrainLog) {
         const log = await query(
-          "SELECT step, elapsed_s FROM train_log WHERE instance_key = ? AND elapsed_s IS NOT NULL",
-          [trainKey],
+          selectSql(TRAIN_LOG, ["step", "elapsed_s"], { instanceKeys: [trainKey] }),
         );
         wall = wallClockFromLog(
-          log.map((r) => ({ step: Number(r.step), elapsed_s: Number(r.elapsed_s) })),
+          log.filter((r) => r.elapsed_s !== null)
+            .map((r) => ({ step: Number(r.step), elapsed_s: Number(r.elapsed_s) })),
         );
       }
       if (!wall && haveTrainRuns) {
-        const runs = await query(
-          "SELECT steps_done, wall_s FROM train_runs WHERE instance_key = ? AND wall_s IS NOT NULL",
-          [trainKey],
-        );
+        const runs = (await query(
+          selectSql(TRAIN_RUNS, ["steps_done", "wall_s"], { instanceKeys: [trainKey] }),
+        )).filter((r) => r.wall_s !== null);
         if (runs.length > 0) {
           wall = proportionalWallClock(Number(runs[0].wall_s), Number(runs[0].steps_done));
         }
@@ -185,7 +185,7 @@ export const savingsStep = defineStep({
         params.tolerances,
         wall,
       );
-      ctx.results.append("savings", rows.map((r) => ({ ...r })));
+      appendRows(ctx.results, SAVINGS, rows);
       written += rows.length;
     }
     ctx.progress.log(`savings: ${written} rows over ${groups.size} training run(s)`);

@@ -13,13 +13,7 @@
 // was killed and resumed ends with the same bits as one that was not.
 import { z } from "zod";
 import * as tf from "@tensorflow/tfjs-core";
-import {
-  defineStep,
-  type InputRef,
-  type InputValue,
-  type Row,
-  type StepContext,
-} from "../pipeline/step.ts";
+import { defineStep, type InputRef, type InputValue, type StepContext } from "../pipeline/step.ts";
 import {
   type Batch,
   openTokens,
@@ -52,6 +46,7 @@ import {
   writeCheckpoint,
   writeTextAtomic,
 } from "../lm/checkpoints/training_state.ts";
+import { appendRows, tablesOf, TRAIN_LOG, TRAIN_RUNS } from "./tables.ts";
 import {
   checkpointFileName,
   readSeriesInfo,
@@ -175,27 +170,6 @@ export function resolveTrainParams(p: TrainParams, cfg: GPTConfig): ResolvedTrai
   }
   return { ...p, min_lr: minLr, micro_batch: micro, seq_len: seqLen, n_micro: rows / micro, swa };
 }
-
-export const TRAIN_LOG_TABLE = {
-  step: "INTEGER",
-  tokens: "BIGINT",
-  loss: "DOUBLE",
-  lr: "DOUBLE",
-  grad_norm: "DOUBLE",
-  tokens_per_s: "DOUBLE",
-  elapsed_s: "DOUBLE",
-} as const;
-
-export const TRAIN_RUNS_TABLE = {
-  status: "VARCHAR",
-  steps_done: "INTEGER",
-  final_loss: "DOUBLE",
-  preset: "VARCHAR",
-  lr: "DOUBLE",
-  batch_tokens: "BIGINT",
-  seed: "INTEGER",
-  wall_s: "DOUBLE",
-} as const;
 
 interface LogRow {
   /** Optimizer updates done after this step (1-based). */
@@ -497,11 +471,11 @@ async function trainLoop(
     tf.dispose(Object.values(weights));
   }
 
-  ctx.results.append("train_log", log.map((r) => ({ ...r }) as Row));
-  ctx.results.append("train_runs", [{
+  appendRows(ctx.results, TRAIN_LOG, log.map(({ loss, ...r }) => ({ ...r, train_loss: loss })));
+  appendRows(ctx.results, TRAIN_RUNS, [{
     status,
     steps_done: done,
-    final_loss: lastLoss,
+    final_train_loss: lastLoss,
     preset: p.preset,
     lr: p.lr,
     batch_tokens: p.batch_tokens,
@@ -516,7 +490,7 @@ export const trainStep = defineStep({
   module: import.meta.url,
   params: trainParams,
   inputs: ["tokens"],
-  tables: { train_log: TRAIN_LOG_TABLE, train_runs: TRAIN_RUNS_TABLE },
+  tables: tablesOf(TRAIN_LOG, TRAIN_RUNS),
   resumable: true,
   async run(ctx: StepContext, params: TrainParams, inputs: Record<string, InputValue>) {
     const tokens = inputs.tokens;

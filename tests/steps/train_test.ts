@@ -130,8 +130,8 @@ Deno.test("train: loss falls, LR follows warmup + cosine, HF-named checkpoints",
       assert.ok(Math.abs((r.lr as number) - lrAt(i, schedule)) < 1e-15, `lr at step ${i + 1}`);
       assert.ok(Number.isFinite(r.grad_norm) && (r.grad_norm as number) > 0);
     });
-    const first = log[0].loss as number;
-    const last = log.slice(-5).reduce((a, r) => a + (r.loss as number), 0) / 5;
+    const first = log[0].train_loss as number;
+    const last = log.slice(-5).reduce((a, r) => a + (r.train_loss as number), 0) / 5;
     assert.ok(first > 3, `initial loss ${first} near ln(${VOCAB})`);
     assert.ok(last < first - 1, `loss fell from ${first} to ${last}`);
 
@@ -148,7 +148,7 @@ Deno.test("train: loss falls, LR follows warmup + cosine, HF-named checkpoints",
     assert.equal(Number(ckpt.metadata.step), 40);
     assert.equal(Number(ckpt.metadata.tokens), 1280);
     assert.equal(Number(ckpt.metadata.lr), log[39].lr);
-    assert.equal(Number(ckpt.metadata.loss), log[39].loss);
+    assert.equal(Number(ckpt.metadata.loss), log[39].train_loss);
     assert.equal(ckpt.metadata.format, "pt");
 
     const runs = await ctx.results.query("SELECT status, steps_done, preset, seed FROM train_runs");
@@ -273,7 +273,7 @@ Deno.test("train: a non-finite loss marks the run diverged and keeps its series"
     const info = await readSeriesInfo(`${ctx.outDir}/original`);
     assert.deepEqual(info.checkpoints.map((c) => c.step), [2, 4]);
     assert.equal(ctx.rows.train_log.length, 5);
-    assert.ok(Number.isNaN(ctx.rows.train_log[4].loss));
+    assert.ok(Number.isNaN(ctx.rows.train_log[4].train_loss));
   } finally {
     await ctx.dispose();
   }
