@@ -102,6 +102,13 @@ export interface StepKind<P extends z.ZodType = z.ZodType> {
   files?(params: z.infer<P>): string[];
   /** npm packages whose versions go into the key beyond those its modules import (e.g. datasets read at run time). */
   extraPackages?: string[];
+  /**
+   * Escape hatch: when set, this string stands in for the fingerprint of the step's
+   * local source files (npm package versions still count), so an edit its author knows
+   * does not change results (a log line, a refactor) keeps the cache. Risk: an edit that
+   * does change results but forgets to bump `version` silently reuses stale outputs.
+   */
+  version?: string;
   run(ctx: StepContext, params: z.infer<P>, inputs: Record<string, InputValue>): Promise<void>;
   /**
    * Called after the instance is built or found in the cache, to copy its outputs
