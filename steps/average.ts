@@ -1,9 +1,10 @@
 // The `average` step: a checkpoint series in, a derived series out (LAWA, EMA or SWA).
 //
-// Units: `nu` and `interval` count checkpoints of the input series (its typical spacing
-// between consecutive saved steps), so `nu: 2` means every 2nd checkpoint whatever
-// `save_every` was; `start` is a training step. `alpha` follows Algorithm 2 of the paper:
-// the weight of the newest checkpoint (EMA decay 0.9 is alpha 0.1).
+// Units: `nu`, `interval` and `start` are training steps, as in the paper and in
+// `deno task average`; `nu` and `interval` must be multiples of the input's checkpoint
+// spacing (its `save_every`), so `nu: 10` at `save_every: 5` averages every 2nd
+// checkpoint. `alpha` follows Algorithm 2 of the paper: the weight of the newest
+// checkpoint (EMA decay 0.9 is alpha 0.1).
 import { z } from "zod";
 import { defineStep, type InputRef } from "../pipeline/step.ts";
 import {
@@ -18,10 +19,10 @@ export const AverageParams = z.object({
   method: z.enum(["lawa", "ema", "swa"]),
   /** LAWA: checkpoints per window. */
   k: z.number().int().positive().default(5),
-  /** LAWA: distance between window members, in checkpoints of the input series. */
-  nu: z.number().int().positive().default(1),
-  /** LAWA: a window every `interval` checkpoints of the input series. */
-  interval: z.number().int().positive().default(1),
+  /** LAWA: distance ν between window members, in training steps (default: the checkpoint spacing). */
+  nu: z.number().int().positive().optional(),
+  /** LAWA: a window ends every `interval` training steps (default: the checkpoint spacing). */
+  interval: z.number().int().positive().optional(),
   /** EMA: weight of the newest checkpoint (Algorithm 2's alpha; decay = 1 - alpha). */
   alpha: z.number().gt(0).lte(1).default(0.1),
   /** EMA/SWA: update at every step_size-th checkpoint (Algorithm 2). */
@@ -70,8 +71,8 @@ export const averageStep = defineStep({
     const opts = {
       method: params.method,
       k: params.k,
-      nu: params.nu * spacing,
-      interval: params.interval * spacing,
+      nu: params.nu ?? spacing,
+      interval: params.interval ?? spacing,
       start: params.start,
       alpha: params.alpha,
       stepSize: params.step_size,
@@ -79,7 +80,7 @@ export const averageStep = defineStep({
       dtype: params.dtype,
       accumulate: params.accumulate,
     };
-    const label = seriesLabel({ ...opts, nu: params.nu });
+    const label = seriesLabel(opts);
     const started = performance.now();
     const result = await averageCheckpoints(checkpoints, opts, ctx.outDir, {
       signal: ctx.signal,
@@ -93,16 +94,7 @@ export const averageStep = defineStep({
       label,
       method: params.method,
       params: {
-        ...methodParams(opts),
-        // nu/interval as given (checkpoints); the *_steps are what they meant in training steps.
-        ...(params.method === "lawa"
-          ? {
-            nu: params.nu,
-            interval: params.interval,
-            nu_steps: opts.nu,
-            interval_steps: opts.interval,
-          }
-          : {}),
+        ...methodParams(opts), // nu and interval in training steps
         checkpoint_spacing: spacing,
         source_series: source.info.label,
         // Which training run the series comes from (savings and figures match on these).

@@ -164,6 +164,27 @@ function checkPositiveInt(name: string, value: number): void {
   }
 }
 
+/**
+ * ν and the window interval are training steps; a value that is not a multiple of the
+ * checkpoint spacing would ask for checkpoints that were never saved.
+ */
+export function checkOnSpacing(
+  opts: Pick<AverageOptions, "nu" | "interval">,
+  steps: number[],
+): void {
+  const spacing = typicalSpacing(steps);
+  for (const [name, value] of [["ν (nu)", opts.nu], ["interval", opts.interval]] as const) {
+    if (value % spacing !== 0) {
+      throw new Error(
+        `LAWA ${name} = ${value} training steps is not a multiple of the checkpoint spacing, ` +
+          `${spacing} steps: use a multiple of ${spacing} (e.g. ${
+            spacing * Math.max(1, Math.round(value / spacing))
+          })`,
+      );
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------
 // Schema: every member must hold the same tensors with the same shapes.
 
@@ -382,6 +403,7 @@ export async function averageCheckpoints(
     checkPositiveInt("k", opts.k);
     checkPositiveInt("nu", opts.nu);
     checkPositiveInt("interval", opts.interval);
+    checkOnSpacing(opts, steps);
     if (steps.length < opts.k) {
       throw new Error(
         `LAWA with k=${opts.k} needs at least ${opts.k} checkpoints, found ${steps.length}`,

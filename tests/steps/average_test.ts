@@ -1,6 +1,6 @@
-// Tests of the `average` step: picks the original series of its input, converts nu and
-// interval from checkpoint units to steps, writes a series matching the numpy/torch
-// fixture, and carries the model and training params over.
+// Tests of the `average` step: picks the original series of its input, takes nu and
+// interval in training steps (multiples of the checkpoint spacing), writes a series
+// matching the numpy/torch fixture, and carries the model and training params over.
 import assert from "node:assert/strict";
 import { AverageParams, averageStep } from "../../steps/average.ts";
 import type { InputRef } from "../../pipeline/step.ts";
@@ -41,8 +41,6 @@ Deno.test("params: defaults applied, bad values rejected", () => {
   assert.deepEqual(AverageParams.parse({ method: "lawa" }), {
     method: "lawa",
     k: 5,
-    nu: 1,
-    interval: 1,
     alpha: 0.1,
     step_size: 1,
     init_point: 0,
@@ -56,7 +54,7 @@ Deno.test("params: defaults applied, bad values rejected", () => {
   assert.throws(() => AverageParams.parse({ method: "ema", alpha: 0 }));
 });
 
-Deno.test("LAWA in checkpoint units on a train output with several series (bf16 members)", async () => {
+Deno.test("LAWA in training steps on a train output with several series (bf16 members)", async () => {
   await withTrainOutput(async (dir) => {
     await copySeries(`${FIXTURE}series-bf16`, `${dir}/original`);
     await copySeries(`${FIXTURE}series-bf16`, `${dir}/ema`, "ema");
@@ -68,21 +66,21 @@ Deno.test("LAWA in checkpoint units on a train output with several series (bf16 
     });
     const ctx = await fakeContext(averageStep);
     try {
-      // Spacing is 50 steps: nu 1 -> 50 steps, interval 2 -> 100 steps (fixture bf16_lawa_k3_nu50_i100).
-      const params = AverageParams.parse({ method: "lawa", k: 3, nu: 1, interval: 2 });
+      // Checkpoints every 50 steps; ν 50 and interval 100 steps (fixture bf16_lawa_k3_nu50_i100).
+      const params = AverageParams.parse({ method: "lawa", k: 3, nu: 50, interval: 100 });
       await averageStep.run(ctx, params, { series: inputRef(dir) });
       const [out] = await listSeries(ctx.outDir);
       assert.equal(out.dir, ctx.outDir);
       const info: SeriesInfo = out.info;
       const source = await readSeriesInfo(`${FIXTURE}series-bf16`);
-      assert.equal(info.label, "LAWA k=3 ν=1");
+      assert.equal(info.label, "LAWA k=3 ν=50");
       assert.equal(info.method, "lawa");
       assert.deepEqual(info.model, source.model);
       assert.deepEqual(info.params.train, source.params.train);
       assert.equal(info.params.seed, 3);
-      assert.equal(info.params.nu, 1);
-      assert.equal(info.params.nu_steps, 50);
-      assert.equal(info.params.interval_steps, 100);
+      assert.equal(info.params.nu, 50);
+      assert.equal(info.params.interval, 100);
+      assert.equal(info.params.checkpoint_spacing, 50);
       const cases = JSON.parse(await Deno.readTextFile(`${FIXTURE}cases.json`));
       const want = cases.find((c: { name: string }) => c.name === "bf16_lawa_k3_nu50_i100");
       assert.deepEqual(
@@ -108,11 +106,11 @@ Deno.test("LAWA in checkpoint units on a train output with several series (bf16 
       }
       expected.close();
       assert.ok(
-        ctx.progressEvents[0].startsWith("start LAWA k=3 ν=1 3 ckpt"),
+        ctx.progressEvents[0].startsWith("start LAWA k=3 ν=50 3 ckpt"),
         ctx.progressEvents[0],
       );
       assert.ok(
-        ctx.progressEvents.some((e) => e.startsWith("log LAWA k=3 ν=1: 3 checkpoints from 7")),
+        ctx.progressEvents.some((e) => e.startsWith("log LAWA k=3 ν=50: 3 checkpoints from 7")),
       );
     } finally {
       await ctx.dispose();
@@ -168,6 +166,34 @@ Deno.test("an input with several series and no original one is rejected", async 
           }),
         /must be one checkpoint series, not a list/,
       );
+    } finally {
+      await ctx.dispose();
+    }
+  });
+});
+
+Deno.test("ν and interval off the checkpoint spacing are one clear error naming both", async () => {
+  await withTrainOutput(async (dir) => {
+    await copySeries(`${FIXTURE}series-bf16`, `${dir}/original`);
+    const ctx = await fakeContext(averageStep);
+    try {
+      const run = (p: Record<string, unknown>) =>
+        averageStep.run(ctx, AverageParams.parse({ method: "lawa", k: 2, ...p }), {
+          series: inputRef(dir),
+        });
+      await assert.rejects(
+        () => run({ nu: 75 }),
+        /LAWA ν \(nu\) = 75 training steps is not a multiple of the checkpoint spacing, 50 steps/,
+      );
+      await assert.rejects(
+        () => run({ nu: 50, interval: 30 }),
+        /LAWA interval = 30 training steps is not a multiple of the checkpoint spacing, 50 steps/,
+      );
+      // Defaults: ν and interval are the spacing.
+      await run({});
+      const info = await readSeriesInfo(ctx.outDir);
+      assert.equal(info.params.nu, 50);
+      assert.equal(info.params.interval, 50);
     } finally {
       await ctx.dispose();
     }
