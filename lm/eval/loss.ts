@@ -7,9 +7,10 @@
 // are copied out with `await data()` (which also works on webgpu), so GPU/wasm memory
 // stays flat however many checkpoints are evaluated.
 import * as tf from "@tensorflow/tfjs-core";
-import { forward, type GPTConfig, type Weights, weightsFromArrays } from "../model/gpt.ts";
+import type { GPTConfig, Weights } from "../model/gpt.ts";
+import { type ModelConfig, modelForward, modelWeights, readCheckpointF32 } from "../model/model.ts";
+import { neoxConfigFromJson } from "../model/neox.ts";
 import { evalWindows, openTokens, readMeta, tokenFileName } from "../data/windows.ts";
-import { readSafetensorsF32 } from "../checkpoints/safetensors.ts";
 import type { SeriesInfo } from "../checkpoints/series.ts";
 
 /** Per-position scores of one batch, row-major (B, T). */
@@ -25,7 +26,7 @@ export interface BatchScores {
  * cross-entropy of `y` and the argmax prediction.
  */
 export async function scoreBatch(
-  cfg: GPTConfig,
+  cfg: ModelConfig,
   w: Weights,
   x: Int32Array,
   y: Int32Array,
@@ -45,7 +46,7 @@ export async function scoreBatch(
   const V = cfg.vocab_size;
   const [nllT, argmaxT] = tf.tidy(() => {
     const idx = tf.tensor2d(x, [B, T], "int32");
-    const logits = forward(cfg, w, idx).reshape([B * T, V]); // (N, V)
+    const logits = modelForward(cfg, w, idx).reshape([B * T, V]); // (N, V)
     const lse = tf.logSumExp(logits, 1); // (N)
     // Target logit: gather from the flat logits at n*V + y[n] (no one-hot, no (N, V) mask).
     const flatIndex = new Int32Array(B * T);
@@ -95,7 +96,7 @@ export interface EvaluateOptions {
 
 /** Mean loss of a model over a window set, batched and forward-only. */
 export async function evaluateWindows(
-  cfg: GPTConfig,
+  cfg: ModelConfig,
   w: Weights,
   windows: Windows,
   opts: EvaluateOptions,
@@ -180,7 +181,14 @@ export async function loadHeldOut(
   return out;
 }
 
-/** The model config stored in a series.json, checked field by field. */
+/** The model config of a series of either family: GPT-NeoX when model.arch says so, else GPT-2. */
+export function modelConfigFromSeries(info: SeriesInfo, where: string): ModelConfig {
+  const m = info.model ?? {};
+  if (m.arch === "gpt_neox") return neoxConfigFromJson(m, `${where}: series.json model`);
+  return configFromSeries(info, where);
+}
+
+/** The GPT-2 config stored in a series.json, checked field by field. */
 export function configFromSeries(info: SeriesInfo, where: string): GPTConfig {
   const m = info.model ?? {};
   const int = (name: keyof GPTConfig) => {
@@ -204,11 +212,10 @@ export function configFromSeries(info: SeriesInfo, where: string): GPTConfig {
 
 /** Load one checkpoint file as model weights (tf.Variables: dispose them when done). */
 export async function loadCheckpoint(
-  cfg: GPTConfig,
+  cfg: ModelConfig,
   path: string,
 ): Promise<Record<string, tf.Variable>> {
-  const { tensors } = await readSafetensorsF32(path);
-  return weightsFromArrays(cfg, tensors);
+  return modelWeights(cfg, await readCheckpointF32(path));
 }
 
 /** Dispose every tensor of a weight set. */
