@@ -185,7 +185,9 @@ function reduce(fn: Global, args: Value[]): Value {
       return new TensorRef(storage, offset, asInts(size, "size"), asInts(stride, "stride"));
     }
     case "torch._utils._rebuild_parameter":
-      if (!(args[0] instanceof TensorRef)) throw new Error("torch pickle: a parameter of no tensor");
+      if (!(args[0] instanceof TensorRef)) {
+        throw new Error("torch pickle: a parameter of no tensor");
+      }
       return args[0];
   }
   throw new Error(`torch pickle: ${fn.qualified} cannot be called`);
@@ -442,7 +444,10 @@ function gather(storage: Uint8Array, t: TensorRef, itemSize: number): Uint8Array
 }
 
 /** Every tensor of a torch.save'd state dict (zip format), by name. */
-export function parseTorchBin(buf: Uint8Array, where = "pytorch_model.bin"): Map<string, RawTensor> {
+export function parseTorchBin(
+  buf: Uint8Array,
+  where = "pytorch_model.bin",
+): Map<string, RawTensor> {
   const entries = readZipEntries(buf, where);
   const pkl = [...entries.keys()].find((n) => /^[^/]+\/data\.pkl$/.test(n));
   if (!pkl) throw new Error(`${where}: no data.pkl in the archive (not a torch.save file)`);
@@ -472,7 +477,9 @@ export function parseTorchBin(buf: Uint8Array, where = "pytorch_model.bin"): Map
 /** Read a .bin file, or every shard named by a `pytorch_model.bin.index.json`. */
 export async function readTorchBin(path: string): Promise<Map<string, RawTensor>> {
   if (path.endsWith(".index.json")) {
-    const index = JSON.parse(await Deno.readTextFile(path)) as { weight_map?: Record<string, string> };
+    const index = JSON.parse(await Deno.readTextFile(path)) as {
+      weight_map?: Record<string, string>;
+    };
     if (!index.weight_map) throw new Error(`${path}: no weight_map`);
     const dir = path.slice(0, path.lastIndexOf("/") + 1);
     const out = new Map<string, RawTensor>();
@@ -497,7 +504,9 @@ export async function torchBinToSafetensors(
   const chosen = [...tensors.entries()].filter(([name]) => keep(name));
   await writeSafetensors(
     dest,
-    Object.fromEntries(chosen.map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape, data: t.data }])),
+    Object.fromEntries(
+      chosen.map(([name, t]) => [name, { dtype: t.dtype, shape: t.shape, data: t.data }]),
+    ),
     { format: "pt" },
   );
 }

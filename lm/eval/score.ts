@@ -45,7 +45,9 @@ export async function scoreTokens(
   for (let i = 0; i < tokens.length; i++) {
     if (tokens[i] >= cfg.vocab_size) {
       throw new Error(
-        `token id ${tokens[i]} at position ${i} is outside the model's vocabulary of ${cfg.vocab_size}`,
+        `token id ${
+          tokens[i]
+        } at position ${i} is outside the model's vocabulary of ${cfg.vocab_size}`,
       );
     }
   }

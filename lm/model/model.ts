@@ -10,12 +10,7 @@
 // to float32.
 import type * as tf from "@tensorflow/tfjs-core";
 import { forward as gptForward, type GPTConfig, weightsFromArrays } from "./gpt.ts";
-import {
-  type NeoxConfig,
-  neoxConfigFromJson,
-  neoxForward,
-  neoxWeightsFromArrays,
-} from "./neox.ts";
+import { type NeoxConfig, neoxConfigFromJson, neoxForward, neoxWeightsFromArrays } from "./neox.ts";
 import { CheckpointReader, INDEX_SUFFIX } from "../checkpoints/sharded.ts";
 import { decodeToF32, isFloatDType } from "../checkpoints/safetensors.ts";
 import { readTorchBin } from "../checkpoints/torch_bin.ts";

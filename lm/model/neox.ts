@@ -129,14 +129,18 @@ export function neoxWeightsFromArrays(
   const missing = expected.filter(([name]) => !(name in arrays)).map(([name]) => name);
   if (missing.length > 0) {
     throw new Error(
-      `weights: ${missing.length} GPT-NeoX tensor(s) missing, e.g. ${missing.slice(0, 3).join(", ")}`,
+      `weights: ${missing.length} GPT-NeoX tensor(s) missing, e.g. ${
+        missing.slice(0, 3).join(", ")
+      }`,
     );
   }
   const known = new Set(expected.map(([name]) => name));
   const unknown = Object.keys(arrays).filter((n) => !known.has(n) && !isNeoxBuffer(n));
   if (unknown.length > 0) {
     throw new Error(
-      `weights: unexpected tensor(s) ${unknown.slice(0, 3).join(", ")} (not in a ${cfg.num_hidden_layers}-layer GPT-NeoX)`,
+      `weights: unexpected tensor(s) ${
+        unknown.slice(0, 3).join(", ")
+      } (not in a ${cfg.num_hidden_layers}-layer GPT-NeoX)`,
     );
   }
   const weights: Record<string, tf.Variable> = {};
@@ -258,7 +262,15 @@ export function neoxForward(cfg: NeoxConfig, w: Weights, idx: tf.Tensor2D): tf.T
   const ctx = { mask: causalMask(T), ...rotaryTables(cfg, T) };
   for (let i = 0; i < cfg.num_hidden_layers; i++) {
     const p = `gpt_neox.layers.${i}`;
-    const attn = attention(cfg, w, `${p}.attention`, layerNorm(w, `${p}.input_layernorm`, x, eps), B, T, ctx);
+    const attn = attention(
+      cfg,
+      w,
+      `${p}.attention`,
+      layerNorm(w, `${p}.input_layernorm`, x, eps),
+      B,
+      T,
+      ctx,
+    );
     if (cfg.use_parallel_residual) {
       const m = mlp(w, `${p}.mlp`, layerNorm(w, `${p}.post_attention_layernorm`, x, eps));
       x = tf.add(tf.add(x, attn), m);

@@ -24,7 +24,9 @@ for (const backend of ["cpu", "wasm"] as const) {
         assert.equal(r.tokens, 6 * 16);
         assert.ok(
           Math.abs(r.loss - expected.revisions[rev].loss) < 1e-4,
-          `${rev} (${expected.revisions[rev].format}): ${r.loss} vs ${expected.revisions[rev].loss}`,
+          `${rev} (${expected.revisions[rev].format}): ${r.loss} vs ${
+            expected.revisions[rev].loss
+          }`,
         );
       } finally {
         disposeWeights(m.weights);
