@@ -1,7 +1,9 @@
 // Chooses the tfjs backend the model runs on, and says which one for cache keys.
 //
-// - wasm (default): XNNPACK with SIMD; threads where they can be switched on under Deno
-//   (lm/backend/wasm_threads.ts), and the fast BatchMatMul of lm/backend/wasm_fast.ts;
+// - wasm (default): XNNPACK with SIMD, whose matrix products run in a native BLAS
+//   (OpenBLAS / Accelerate through Deno's FFI, lm/backend/blas.ts + wasm_blas.ts) when
+//   one is found, else in the fast BatchMatMul of lm/backend/wasm_fast.ts; XNNPACK
+//   threads where they can be switched on under Deno (lm/backend/wasm_threads.ts);
 // - cpu: pure JavaScript, slow and deterministic: tests and references;
 // - webgpu: Deno's own navigator.gpu (Vulkan / Metal / D3D12), no CUDA toolkit needed;
 //   the adapter and tfjs kernel fixes are in lm/backend/webgpu.ts;
@@ -14,6 +16,8 @@ import * as tf from "@tensorflow/tfjs-core";
 import { version_cpu } from "@tensorflow/tfjs-backend-cpu";
 import { getThreadsCount, version_wasm } from "@tensorflow/tfjs-backend-wasm";
 import { installFastWasmMatMul } from "./wasm_fast.ts";
+import { blasLabel, findBlas } from "./blas.ts";
+import { installBlasKernels, useBlas } from "./wasm_blas.ts";
 import { startWasmWithThreads, type WasmThreadsResult } from "./wasm_threads.ts";
 import {
   type AdapterSummary,
@@ -40,6 +44,8 @@ export interface BackendInfo {
   detail: string;
   /** webgpu: the adapter that runs (lm/backend/webgpu.ts). */
   adapter?: AdapterSummary;
+  /** wasm: the native BLAS its matrix products run in, or null (plain wasm). */
+  blas?: string | null;
 }
 
 /** Options of setBackend; the defaults are what a user gets. */
@@ -55,11 +61,19 @@ export interface BackendOptions {
   threads?: boolean;
   /** wasm: thread count to ask for (default: all logical cores). */
   numThreads?: number;
+  /**
+   * wasm: run matrix products in a native BLAS when one is found (default true; the
+   * environment variable LAWA_BLAS_LIB=none also turns it off). Its threads:
+   * LAWA_THREADS, else all logical cores.
+   */
+  blas?: boolean;
   /** Print one-line notices (threads unavailable, ...) on stderr (default true). */
   quiet?: boolean;
 }
 
 let current: BackendInfo | null = null;
+/** The no-BLAS notice is printed once per process. */
+let noticedNoBlas = false;
 
 /** What the active backend is (after setBackend). */
 export function backendInfo(): BackendInfo {
@@ -90,6 +104,14 @@ async function activate(name: string): Promise<void> {
 
 async function setWasm(opts: BackendOptions): Promise<BackendInfo> {
   installFastWasmMatMul();
+  installBlasKernels();
+  const found = opts.blas === false ? null : findBlas();
+  if (found?.blas === null && !noticedNoBlas) {
+    noticedNoBlas = true;
+    notice(opts, `wasm backend: no native BLAS, matrix products on wasm (${found.reason})`);
+  }
+  const blas = found?.blas ?? null;
+  useBlas(blas);
   let threadsResult: WasmThreadsResult = { enabled: false, reason: "threads not asked for" };
   const wantThreads = opts.threads ?? Deno.env.get("TFJS_WASM_THREADS") === "1";
   if (tf.findBackend("wasm") === null && wantThreads) {
@@ -102,12 +124,16 @@ async function setWasm(opts: BackendOptions): Promise<BackendInfo> {
   if (wantThreads && threads <= 1 && threadsResult.reason !== "threads not asked for") {
     notice(opts, `wasm backend: running on 1 thread (${threadsResult.reason})`);
   }
+  const xnnpack = `XNNPACK, ${threads} thread(s), SIMD ${simd ? "on" : "off"}`;
   return {
     name: "wasm",
     version: version_wasm,
-    threads,
+    threads: blas ? Math.max(threads, blas.threads) : threads,
     simd,
-    detail: `XNNPACK, ${threads} thread(s), SIMD ${simd ? "on" : "off"}`,
+    detail: blas
+      ? `matmuls in ${blasLabel(blas)} (${blas.threads} thread(s)); ${xnnpack}`
+      : xnnpack,
+    blas: blas ? blasLabel(blas) : null,
   };
 }
 
@@ -189,4 +215,23 @@ export async function setBackend(
   }
   silenceCpuGreeting();
   return { name: current.name, version: current.version };
+}
+
+/**
+ * What a backend's numbers depend on, for cache keys: its name, the tfjs package
+ * version and, for wasm, the native BLAS its products run in (library, version and CPU
+ * kernel set; see the README for what is bit-identical where). Synchronous, and needs
+ * no started backend; looking the BLAS up opens it once per process.
+ */
+export function backendIdentity(name: string): string {
+  switch (name) {
+    case "wasm": {
+      const { blas } = findBlas();
+      return blas ? `wasm ${version_wasm} + ${blasLabel(blas)}` : `wasm ${version_wasm}`;
+    }
+    case "cpu":
+      return `cpu ${version_cpu}`;
+    default:
+      return `${name} ${tf.version_core}`;
+  }
 }
