@@ -23,6 +23,7 @@ export function describeValue(value: unknown): string {
   if (value === null) return "null";
   if (Array.isArray(value)) return `a list ${truncate(JSON.stringify(value))}`;
   if (typeof value === "object") return "an object";
+  if (typeof value === "number" && !Number.isFinite(value)) return `number ${value}`;
   return `${typeof value} ${truncate(JSON.stringify(value))}`;
 }
 
@@ -65,4 +66,45 @@ export function describeIssues(
   });
   if (issues.length > 3) lines.push(`(and ${issues.length - 3} more problems)`);
   return lines.join("; ");
+}
+
+/**
+ * What is wrong with the disk or folder, when a file-system error is their fault (no
+ * space, read-only, no permission); null for other errors. Deno's messages for these
+ * often name no path ("No space left on device (os error 28)").
+ */
+export function diskProblem(e: unknown): string | null {
+  if (e instanceof Deno.errors.PermissionDenied) return "permission denied";
+  if (e instanceof Deno.errors.NotCapable) return "not allowed by Deno's --allow-write";
+  const code = (e as { code?: unknown } | null)?.code;
+  if (code === "ENOSPC") return "no space left on device";
+  if (code === "EDQUOT") return "disk quota exceeded";
+  if (code === "EROFS") return "read-only file system";
+  if (code === "EACCES" || code === "EPERM") return "permission denied";
+  return null;
+}
+
+/** A disk error as a one-line UserError naming `path`; any other error unchanged. */
+export function withPath(e: unknown, path: string, doing = "write"): unknown {
+  const problem = diskProblem(e);
+  return problem ? new UserError(`cannot ${doing} ${path}: ${problem}`) : e;
+}
+
+/** Run `fn`; a disk error it throws becomes a UserError naming `path`. */
+export async function onDisk<T>(path: string, fn: () => Promise<T>, doing = "write"): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    throw withPath(e, path, doing);
+  }
+}
+
+/** A failed step's error for the runs table and the summary: disk errors name the folder. */
+export function stepErrorText(e: unknown, outDir: string): string {
+  const text = e instanceof Error ? e.message : String(e);
+  const problem = diskProblem(e);
+  if (problem && !text.includes("'/") && !text.includes(outDir)) {
+    return `${text} (writing under ${outDir})`;
+  }
+  return text;
 }

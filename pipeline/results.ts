@@ -1,21 +1,29 @@
-// The results store, `<artifacts>/results.duckdb`. DuckDB lets one process write a
-// database file at a time, so every access here is one short attach-work-detach under a
-// global file lock (`<artifacts>/.results.lock`); concurrent runs take turns. Work that
-// piles up while waiting for the lock is done in one open (a batch).
+// The results store, `<artifacts>/results.duckdb`: a derived view of the cache. Every
+// row comes from a cache entry (its `_rows/<table>.jsonl` and, for `runs`, its manifest)
+// or from the log of failed executions (`cache/.failures.jsonl`), so the file can be
+// deleted or found damaged and is rebuilt: entries are reloaded as runs reach them.
 //
-// Rows a step appends are kept in its cache entry (`_rows/<table>.jsonl`) and loaded
-// here only once the entry is committed: an instance that fails leaves no rows, and a
-// deleted results.duckdb is rebuilt from the cache (`loaded_instances` says which
-// entries are in). Loading first deletes the instance's rows, so it is idempotent.
+// Readers never block a run: work is done on a private copy of the file
+// (`.results-<uuid>.duckdb` beside it), which is then renamed over `results.duckdb`
+// (copy, attach, write, detach, fsync, rename). A DuckDB client holding the file open
+// keeps reading the snapshot it opened; nothing waits for it. Writers of this project
+// take turns under a global file lock (`<artifacts>/.results.lock`); work that piles up
+// while waiting is done in one copy (a batch).
+//
+// Damage is detected: after each swap the file's size, mtime and inode are stamped in
+// `.results.stamp.json`; a file that does not match its stamp is scanned in full (every
+// block checksummed) and, when unreadable or of an older layout, rebuilt from the cache.
 import { type DuckDBConnection, timestampValue } from "@duckdb/node-api";
 import { withAttached } from "./duckdb.ts";
 import type { Row, TableSchema } from "./step.ts";
 import { withFileLock } from "./lock.ts";
+import { MANIFEST, type Manifest, ROWS_DIR } from "./store.ts";
+import { onDisk, UserError } from "./errors.ts";
 
-/** One execution of an instance, for the `runs` table. */
+/** A failed execution of an instance (successful ones are read from manifests). */
 export interface RunRecord {
   key: string;
-  step: string;
+  step_kind: string;
   node: string;
   params: Record<string, unknown>;
   status: "ok" | "failed";
@@ -24,10 +32,24 @@ export interface RunRecord {
   error: string | null;
 }
 
+/** Bumped when the engine's own tables change shape: an older file is rebuilt. */
+const LAYOUT_VERSION = 2;
+const RUN_COLUMNS = [
+  "key",
+  "step_kind",
+  "node",
+  "params",
+  "status",
+  "started",
+  "duration_s",
+  "error",
+  "host",
+] as const;
 const RUNS_DDL = `CREATE TABLE IF NOT EXISTS runs (
-  key VARCHAR, step VARCHAR, node VARCHAR, params JSON, status VARCHAR,
-  started TIMESTAMP, duration_s DOUBLE, error VARCHAR, host VARCHAR, pid INTEGER)`;
+  key VARCHAR, step_kind VARCHAR, node VARCHAR, params JSON, status VARCHAR,
+  started TIMESTAMP, duration_s DOUBLE, error VARCHAR, host VARCHAR)`;
 const LOADED_DDL = `CREATE TABLE IF NOT EXISTS loaded_instances (key VARCHAR, loaded TIMESTAMP)`;
+const META_DDL = `CREATE TABLE IF NOT EXISTS results_layout (version INTEGER)`;
 
 export function quoteIdent(name: string): string {
   return `"${name.replaceAll('"', '""')}"`;
@@ -111,24 +133,60 @@ const MAX_HOLD_MS = 1000;
 
 type Job = {
   work: (conn: DuckDBConnection) => Promise<unknown>;
+  /** Whether the job changes the database (a batch of reads only is not swapped in). */
+  writes: boolean;
   done: PromiseWithResolvers<unknown>;
 };
 
+/** What identifies one version of the file on disk. */
+interface Stamp {
+  size: number;
+  mtime_ms: number;
+  ino: number | null;
+}
+
+async function stampOf(path: string): Promise<Stamp> {
+  const info = await Deno.stat(path);
+  return { size: info.size, mtime_ms: info.mtime?.getTime() ?? 0, ino: info.ino };
+}
+
+function sameStamp(a: Stamp, b: unknown): boolean {
+  const o = b as Partial<Stamp> | null;
+  return o !== null && typeof o === "object" && o.size === a.size &&
+    o.mtime_ms === a.mtime_ms && o.ino === a.ino;
+}
+
+function errorText(e: unknown): string {
+  return (e instanceof Error ? e.message : String(e)).split("\n")[0];
+}
+
 export class ResultsDb {
+  readonly root: string;
   readonly path: string;
   readonly lockPath: string;
+  readonly stampPath: string;
+  /** The log of failed executions, kept with the cache so a rebuilt database has them. */
+  readonly failuresPath: string;
+  /** Where warnings go (a damaged file being rebuilt); the runner points it at its reporter. */
+  onNotice: (message: string) => void = (m) => console.error(`warning: ${m}`);
   #queue: Job[] = [];
   #flushing: Promise<void> | null = null;
 
   constructor(artifactsRoot: string) {
+    this.root = artifactsRoot;
     this.path = `${artifactsRoot}/results.duckdb`;
     this.lockPath = `${artifactsRoot}/.results.lock`;
+    this.stampPath = `${artifactsRoot}/.results.stamp.json`;
+    this.failuresPath = `${artifactsRoot}/cache/.failures.jsonl`;
   }
 
-  /** Run `work` with a connection to the database, under the global lock. */
-  withConnection<T>(work: (conn: DuckDBConnection) => Promise<T>): Promise<T> {
+  /** Run `work` with a connection to (a private copy of) the database, under the global lock. */
+  withConnection<T>(
+    work: (conn: DuckDBConnection) => Promise<T>,
+    opts: { writes?: boolean } = {},
+  ): Promise<T> {
     const done = Promise.withResolvers<unknown>();
-    this.#queue.push({ work, done });
+    this.#queue.push({ work, writes: opts.writes ?? true, done });
     if (!this.#flushing) this.#flushing = this.#flush();
     return done.promise as Promise<T>;
   }
@@ -138,37 +196,177 @@ export class ResultsDb {
     await Promise.resolve();
     while (this.#queue.length) {
       const first = this.#queue.splice(0);
+      const all = [...first];
       try {
-        await withFileLock(this.lockPath, () =>
-          withAttached(this.path, async (conn) => {
-            const openedMs = Date.now();
-            await conn.run(RUNS_DDL);
-            await conn.run(LOADED_DDL);
-            let batch = first;
-            // Keep the file attached while more work arrives soon (steps finishing one
-            // after another), but never hold the lock long: other processes take turns.
-            while (batch.length) {
-              for (const job of batch) {
-                try {
-                  job.done.resolve(await job.work(conn));
-                } catch (e) {
-                  await conn.run("ROLLBACK").catch(() => {});
-                  job.done.reject(e);
-                }
-              }
-              batch = [];
-              const deadline = Math.min(Date.now() + LINGER_MS, openedMs + MAX_HOLD_MS);
-              while (!this.#queue.length && Date.now() < deadline) {
-                await new Promise((r) => setTimeout(r, 5));
-              }
-              if (Date.now() < openedMs + MAX_HOLD_MS) batch = this.#queue.splice(0);
-            }
-          }));
+        await onDisk(this.root, async () => {
+          await Deno.mkdir(this.root, { recursive: true });
+          await withFileLock(this.lockPath, () => this.#batch(first, all));
+        });
       } catch (e) {
-        for (const job of first) job.done.reject(e);
+        const error = e instanceof UserError ? e : new UserError(
+          `${this.path}: ${errorText(e)}`,
+        );
+        for (const job of all) job.done.reject(error);
       }
     }
     this.#flushing = null;
+  }
+
+  /** One copy of the database: attach it, run jobs while they keep coming, swap it in. */
+  async #batch(first: Job[], all: Job[]): Promise<void> {
+    const copy = `${this.root}/.results-${crypto.randomUUID()}.duckdb`;
+    try {
+      let damage = await this.#copyCurrent(copy);
+      let wrote = false;
+      // A write is done once the copy holding it has replaced results.duckdb.
+      const written: { job: Job; value: unknown }[] = [];
+      const runBatch = async (conn: DuckDBConnection) => {
+        const openedMs = Date.now();
+        let batch = first;
+        // Keep the copy attached while more work arrives soon (steps finishing one
+        // after another), but never hold the lock long: other processes take turns.
+        while (batch.length) {
+          for (const job of batch) {
+            try {
+              const value = await job.work(conn);
+              if (job.writes) written.push({ job, value });
+              else job.done.resolve(value);
+              wrote ||= job.writes;
+            } catch (e) {
+              await conn.run("ROLLBACK").catch(() => {});
+              job.done.reject(e);
+            }
+          }
+          batch = [];
+          const deadline = Math.min(Date.now() + LINGER_MS, openedMs + MAX_HOLD_MS);
+          while (!this.#queue.length && Date.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 5));
+          }
+          if (Date.now() < openedMs + MAX_HOLD_MS) {
+            batch = this.#queue.splice(0);
+            all.push(...batch);
+          }
+        }
+      };
+      if (damage === null) {
+        try {
+          await withAttached(copy, async (conn) => {
+            damage = await this.#check(conn);
+            if (damage === null) {
+              await this.#prepare(conn, false);
+              await runBatch(conn);
+              // Everything into the file itself (no .wal beside it) before it is swapped in.
+              await conn.run("CHECKPOINT");
+            }
+          });
+        } catch (e) {
+          if (damage !== null) throw e;
+          damage = `cannot open it (${errorText(e)})`;
+        }
+      }
+      if (damage !== null) {
+        // Rebuilt from scratch: the cache's entries are reloaded as runs reach them.
+        this.onNotice(`${this.path} ${damage}: rebuilding it from the cache`);
+        await Deno.remove(copy).catch(() => {});
+        await withAttached(copy, async (conn) => {
+          await this.#prepare(conn, true);
+          await runBatch(conn);
+          await conn.run("CHECKPOINT");
+        });
+        wrote = true;
+      }
+      if (wrote) await this.#swapIn(copy);
+      for (const { job, value } of written) job.done.resolve(value);
+    } finally {
+      for (const p of [copy, `${copy}.wal`]) await Deno.remove(p).catch(() => {});
+    }
+  }
+
+  /**
+   * Copy results.duckdb to `copy`; returns why the file cannot be used (a reason) or
+   * null. A missing file is not damage: the copy starts empty.
+   */
+  async #copyCurrent(copy: string): Promise<string | null> {
+    let stamp: Stamp;
+    try {
+      stamp = await stampOf(this.path);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return null;
+      throw e;
+    }
+    await Deno.copyFile(this.path, copy);
+    this.#trusted = await this.#readStamp().then((s) => sameStamp(stamp, s));
+    return null;
+  }
+
+  #trusted = false;
+
+  async #readStamp(): Promise<unknown> {
+    try {
+      return JSON.parse(await Deno.readTextFile(this.stampPath));
+    } catch {
+      return null;
+    }
+  }
+
+  /** Why the attached copy cannot be used, or null: layout version, then (untrusted) a full scan. */
+  async #check(conn: DuckDBConnection): Promise<string | null> {
+    const tables = (await conn.runAndReadAll(
+      `SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database()`,
+    )).getRowObjectsJson().map((r) => String(r.table_name));
+    if (tables.length === 0) return null; // a new, empty database
+    if (!tables.includes("results_layout")) return "has an older layout";
+    const version = (await conn.runAndReadAll("SELECT max(version) AS v FROM results_layout"))
+      .getRowObjectsJson()[0]?.v;
+    if (Number(version) !== LAYOUT_VERSION) return "has an older layout";
+    if (this.#trusted) return null;
+    // Not the file this project last wrote (or not stamped yet): read every block, so
+    // that DuckDB's block checksums catch a truncated or altered file.
+    try {
+      for (const t of tables) {
+        await conn.runAndReadAll(`SELECT count(*), sum(hash(x)) FROM ${quoteIdent(t)} AS x`);
+      }
+    } catch (e) {
+      return `is damaged (${errorText(e)})`;
+    }
+    return null;
+  }
+
+  /** The engine's own tables; a fresh database also gets the logged failures. */
+  async #prepare(conn: DuckDBConnection, fresh: boolean): Promise<void> {
+    await conn.run(META_DDL);
+    const have = (await conn.runAndReadAll("SELECT count(*)::INTEGER AS n FROM results_layout"))
+      .getRowObjectsJson()[0].n;
+    if (Number(have) === 0) {
+      await conn.run(`INSERT INTO results_layout VALUES (${LAYOUT_VERSION})`);
+      fresh = true;
+    }
+    await conn.run(RUNS_DDL);
+    await conn.run(LOADED_DDL);
+    if (fresh) {
+      for (const run of await readFailures(this.failuresPath)) await insertRun(conn, run);
+    }
+  }
+
+  /** fsync the finished copy and rename it over results.duckdb, then stamp it. */
+  async #swapIn(copy: string): Promise<void> {
+    try {
+      await Deno.stat(`${copy}.wal`);
+      throw new Error(`${copy}.wal was left after a checkpoint`);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    const f = await Deno.open(copy, { read: true, write: true });
+    try {
+      await f.sync();
+    } finally {
+      f.close();
+    }
+    await Deno.rename(copy, this.path);
+    const stamp = await stampOf(this.path);
+    const tmp = `${this.stampPath}.${crypto.randomUUID().slice(0, 8)}`;
+    await Deno.writeTextFile(tmp, JSON.stringify(stamp) + "\n");
+    await Deno.rename(tmp, this.stampPath);
   }
 
   /** Keys of the cache entries whose rows are in the database. */
@@ -176,21 +374,23 @@ export class ResultsDb {
     return this.withConnection(async (conn) => {
       const reader = await conn.runAndReadAll("SELECT key FROM loaded_instances");
       return new Set(reader.getRowObjectsJson().map((r) => String(r.key)));
-    });
+    }, { writes: false });
   }
 
   /**
-   * Load an entry's rows (replacing any of the same instance) and, when given, record
-   * its execution, in one transaction.
+   * Load a committed entry's rows (replacing any of the same instance) and its `runs`
+   * row (from its manifest), in one transaction.
    */
   loadInstance(
     key: string,
     tables: Record<string, TableSchema>,
-    rowsDir: string,
-    run?: RunRecord,
+    entryDir: string,
   ): Promise<void> {
     return this.withConnection(async (conn) => {
-      const rows = await readRowFiles(rowsDir);
+      const manifest = JSON.parse(
+        await Deno.readTextFile(`${entryDir}/${MANIFEST}`),
+      ) as Manifest;
+      const rows = await readRowFiles(`${entryDir}/${ROWS_DIR}`);
       await conn.run("BEGIN TRANSACTION");
       for (const [table, schema] of Object.entries(tables)) {
         await ensureTable(conn, table, schema);
@@ -210,14 +410,22 @@ export class ResultsDb {
       }
       await conn.run("DELETE FROM loaded_instances WHERE key = $1", [key]);
       await conn.run("INSERT INTO loaded_instances VALUES ($1, now()::TIMESTAMP)", [key]);
-      if (run) await insertRun(conn, run);
+      await conn.run("DELETE FROM runs WHERE key = $1 AND status = 'ok'", [key]);
+      await insertRun(conn, runOfManifest(manifest), manifest.host);
       await conn.run("COMMIT");
     });
   }
 
-  /** Record an execution that produced no entry (a failure). */
-  recordRun(run: RunRecord): Promise<void> {
-    return this.withConnection((conn) => insertRun(conn, run));
+  /** Record an execution that produced no entry (a failure), in the log and the database. */
+  async recordRun(run: RunRecord): Promise<void> {
+    await onDisk(this.failuresPath, async () => {
+      await Deno.mkdir(this.failuresPath.slice(0, this.failuresPath.lastIndexOf("/")), {
+        recursive: true,
+      });
+      const line = JSON.stringify({ ...run, host: Deno.hostname() }) + "\n";
+      await Deno.writeTextFile(this.failuresPath, line, { append: true });
+    });
+    await this.withConnection((conn) => insertRun(conn, run));
   }
 
   /** Read-only query, rows as plain objects. */
@@ -226,7 +434,7 @@ export class ResultsDb {
       // deno-lint-ignore no-explicit-any
       const reader = await conn.runAndReadAll(sql, params as any);
       return reader.getRowObjectsJson() as Record<string, unknown>[];
-    });
+    }, { writes: false });
   }
 
   /** Drop an instance's rows from every table (gc of its entry). */
@@ -242,27 +450,62 @@ export class ResultsDb {
           await conn.run(`DELETE FROM ${quoteIdent(t)} WHERE instance_key = $1`, [key]);
         }
         await conn.run("DELETE FROM loaded_instances WHERE key = $1", [key]);
+        await conn.run("DELETE FROM runs WHERE key = $1 AND status = 'ok'", [key]);
       }
     });
   }
 }
 
-async function insertRun(conn: DuckDBConnection, run: RunRecord): Promise<void> {
-  const appender = await conn.createAppender("runs");
-  const values: [string, unknown][] = [
-    ["VARCHAR", run.key],
-    ["VARCHAR", run.step],
-    ["VARCHAR", run.node],
-    ["JSON", run.params],
-    ["VARCHAR", run.status],
-    ["TIMESTAMP", run.started],
-    ["DOUBLE", run.duration_s],
-    ["VARCHAR", run.error],
-    ["VARCHAR", Deno.hostname()],
-    ["INTEGER", Deno.pid],
-  ];
-  for (const [type, v] of values) appendTyped(appender, type, v);
-  appender.endRow();
-  appender.flushSync();
-  appender.closeSync();
+/** The `runs` row of a committed entry. */
+function runOfManifest(m: Manifest): RunRecord {
+  return {
+    key: m.key,
+    step_kind: m.step,
+    node: m.node,
+    params: m.params,
+    status: "ok",
+    started: new Date(m.started),
+    duration_s: m.duration_s,
+    error: null,
+  };
+}
+
+async function readFailures(path: string): Promise<(RunRecord & { host?: string })[]> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+  const out: (RunRecord & { host?: string })[] = [];
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    try {
+      const r = JSON.parse(line);
+      out.push({ ...r, started: new Date(r.started) });
+    } catch {
+      // a line cut short by a crash
+    }
+  }
+  return out;
+}
+
+async function insertRun(
+  conn: DuckDBConnection,
+  run: RunRecord & { host?: string },
+  host = run.host ?? Deno.hostname(),
+): Promise<void> {
+  const placeholders = RUN_COLUMNS.map((_, i) => `$${i + 1}`).join(", ");
+  await conn.run(`INSERT INTO runs (${RUN_COLUMNS.join(", ")}) VALUES (${placeholders})`, [
+    run.key,
+    run.step_kind,
+    run.node,
+    JSON.stringify(run.params),
+    run.status,
+    run.started.toISOString().replace("T", " ").replace("Z", ""),
+    run.duration_s,
+    run.error,
+    host,
+  ]);
 }

@@ -3,7 +3,14 @@
 // `cache/.tmp/<key>/`, its outputs are hashed and fsynced, then the folder is renamed
 // into place, so a crash never leaves a half entry. `cache/.locks/<key>.lock` keeps two
 // processes from building the same key at once.
+//
+// Entries are checked on every use, cheaply: each output's size against the manifest,
+// and its mtime, ctime and inode against the stamp taken when it was committed
+// (`cache/.stamps/<key>.json`); a file whose stamp differs (copied, touched, edited) is
+// rehashed. `inspect(key, { full: true })` rehashes everything (`status --verify`). A
+// damaged entry is never used: the runner rebuilds it.
 import { hashFile, hashJson } from "./hash.ts";
+import { onDisk } from "./errors.ts";
 
 export const MANIFEST = "manifest.json";
 /** Folder inside an entry where result rows are kept, one `<table>.jsonl` per table. */
@@ -32,11 +39,22 @@ export interface Manifest {
   started: string;
   finished: string;
   duration_s: number;
+  /** The command line's `--set` overrides that touched this node (absent without any). */
+  overrides?: string[];
   backend: string;
   seed: number;
   host: string;
+  /** The cluster job that built the entry (absent when built in the coordinator). */
+  job?: ManifestJob;
   /** Result rows kept in the entry, by table. */
   rows: Record<string, number>;
+}
+
+/** A scheduler job: which executor, its job id, the node it ran on. */
+export interface ManifestJob {
+  executor: string;
+  id: string;
+  node: string;
 }
 
 /** What a cache key is the hash of. */
@@ -58,12 +76,57 @@ export function cacheKey(parts: KeyParts): string {
   return hashJson(parts);
 }
 
+/** What a cache key holds: nothing, a usable entry, or one that must not be used. */
+export type EntryState =
+  | { state: "missing" }
+  | { state: "ok"; manifest: Manifest }
+  | { state: "damaged"; reason: string };
+
+/** When each output was last written, as the file system says (its identity, cheaply). */
+interface FileStamp {
+  mtime_ms: number | null;
+  ctime_ms: number | null;
+  ino: number | null;
+}
+
+type StampFile = { files: Record<string, FileStamp> } | { damaged: string };
+
+function fileStamp(info: Deno.FileInfo): FileStamp {
+  return {
+    mtime_ms: info.mtime?.getTime() ?? null,
+    ctime_ms: info.ctime?.getTime() ?? null,
+    ino: info.ino,
+  };
+}
+
+function sameFileStamp(a: FileStamp, b: FileStamp | undefined): boolean {
+  return b !== undefined && a.mtime_ms === b.mtime_ms && a.ctime_ms === b.ctime_ms &&
+    a.ino === b.ino && a.mtime_ms !== null;
+}
+
+/** The manifest's own consistency: its shape, its key, and the digest over its outputs. */
+function manifestProblem(m: unknown, key: string): string | null {
+  const o = m as Partial<Manifest> | null;
+  if (o === null || typeof o !== "object" || o.format !== "cache-entry/1") {
+    return "manifest.json is not a cache manifest";
+  }
+  if (o.key !== key) return `manifest.json names key ${String(o.key).slice(0, 12)}`;
+  if (typeof o.outputs !== "object" || o.outputs === null || typeof o.digest !== "string") {
+    return "manifest.json has no outputs or digest";
+  }
+  if (hashJson(Object.entries(o.outputs).map(([p, f]) => [p, f.sha256])) !== o.digest) {
+    return "manifest.json's outputs do not match its digest";
+  }
+  return null;
+}
+
 export class Store {
   readonly root: string;
   readonly cacheDir: string;
   readonly tmpDir: string;
   readonly locksDir: string;
   readonly trashDir: string;
+  readonly stampsDir: string;
 
   constructor(artifactsRoot: string) {
     this.root = artifactsRoot;
@@ -71,11 +134,12 @@ export class Store {
     this.tmpDir = `${this.cacheDir}/.tmp`;
     this.locksDir = `${this.cacheDir}/.locks`;
     this.trashDir = `${this.cacheDir}/.trash`;
+    this.stampsDir = `${this.cacheDir}/.stamps`;
   }
 
   async init(): Promise<void> {
-    for (const d of [this.tmpDir, this.locksDir, this.trashDir]) {
-      await Deno.mkdir(d, { recursive: true });
+    for (const d of [this.tmpDir, this.locksDir, this.trashDir, this.stampsDir]) {
+      await onDisk(d, () => Deno.mkdir(d, { recursive: true }), "create");
     }
   }
 
@@ -91,14 +155,124 @@ export class Store {
     return `${this.locksDir}/${key}.lock`;
   }
 
-  /** The manifest of a committed entry, or null when there is none. */
+  stampPath(key: string): string {
+    return `${this.stampsDir}/${key}.json`;
+  }
+
+  /**
+   * The manifest of a committed entry, or null when there is none or it cannot be read
+   * (garbled, cut short: `inspect` says which).
+   */
   async readManifest(key: string): Promise<Manifest | null> {
+    const found = await this.#readManifest(key);
+    return "manifest" in found ? found.manifest : null;
+  }
+
+  async #readManifest(
+    key: string,
+  ): Promise<{ manifest: Manifest } | { missing: true } | { damaged: string }> {
+    let text: string;
     try {
-      return JSON.parse(await Deno.readTextFile(`${this.entryDir(key)}/${MANIFEST}`));
+      text = await Deno.readTextFile(`${this.entryDir(key)}/${MANIFEST}`);
     } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return null;
-      throw e;
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      try {
+        await Deno.stat(this.entryDir(key));
+        return { damaged: "it has no manifest.json" };
+      } catch {
+        return { missing: true };
+      }
     }
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      return { damaged: "manifest.json is not valid JSON" };
+    }
+    const problem = manifestProblem(data, key);
+    return problem ? { damaged: problem } : { manifest: data as Manifest };
+  }
+
+  /**
+   * Whether `key` holds an entry that can be used. Cheap by default (sizes, stamps, and a
+   * rehash of files whose stamp changed); `full` rehashes every output.
+   */
+  async inspect(key: string, opts: { full?: boolean } = {}): Promise<EntryState> {
+    const read = await this.#readManifest(key);
+    if ("missing" in read) return { state: "missing" };
+    if ("damaged" in read) return { state: "damaged", reason: read.damaged };
+    const manifest = read.manifest;
+    const stamps = await this.#readStamps(key);
+    if (stamps && "damaged" in stamps && !opts.full) {
+      return { state: "damaged", reason: stamps.damaged };
+    }
+    const known = stamps && "files" in stamps ? stamps.files : {};
+    const fresh: Record<string, FileStamp> = {};
+    let restamp = stamps === null || "damaged" in stamps;
+    const dir = this.entryDir(key);
+    for (const [rel, out] of Object.entries(manifest.outputs)) {
+      let info: Deno.FileInfo;
+      try {
+        info = await Deno.stat(`${dir}/${rel}`);
+      } catch {
+        return { state: "damaged", reason: `${rel} is missing` };
+      }
+      if (info.size !== out.bytes) {
+        return {
+          state: "damaged",
+          reason: `${rel} has ${info.size} bytes, the manifest says ${out.bytes}`,
+        };
+      }
+      const stamp = fileStamp(info);
+      if (opts.full || !sameFileStamp(stamp, known[rel])) {
+        const { sha256 } = await hashFile(`${dir}/${rel}`);
+        if (sha256 !== out.sha256) {
+          return { state: "damaged", reason: `${rel} does not match its recorded sha256` };
+        }
+        restamp ||= !sameFileStamp(stamp, known[rel]);
+      }
+      fresh[rel] = stamp;
+    }
+    if (opts.full) {
+      for (const rel of await listFiles(dir)) {
+        if (rel !== MANIFEST && !(rel in manifest.outputs)) {
+          return { state: "damaged", reason: `${rel} is not in the manifest` };
+        }
+      }
+    }
+    // Rehashed and sound: remember the files as they are now (best effort: a
+    // read-only cache is still usable, it is only rehashed again next time).
+    if (restamp) await this.#writeStamps(key, { files: fresh }).catch(() => {});
+    return { state: "ok", manifest };
+  }
+
+  /** Record that `key` is damaged (found by a full check), so the next run rebuilds it. */
+  async markDamaged(key: string, reason: string): Promise<void> {
+    await this.#writeStamps(key, { damaged: reason });
+  }
+
+  async #readStamps(key: string): Promise<StampFile | null> {
+    try {
+      const data = JSON.parse(await Deno.readTextFile(this.stampPath(key)));
+      if (data && (typeof data.damaged === "string" || typeof data.files === "object")) {
+        return data as StampFile;
+      }
+    } catch {
+      // missing or garbled: the files are rehashed
+    }
+    return null;
+  }
+
+  async #writeStamps(key: string, stamps: StampFile): Promise<void> {
+    await Deno.mkdir(this.stampsDir, { recursive: true });
+    const tmp = `${this.stampPath(key)}.${crypto.randomUUID().slice(0, 8)}`;
+    await Deno.writeTextFile(tmp, JSON.stringify(stamps) + "\n");
+    await Deno.rename(tmp, this.stampPath(key));
+  }
+
+  /** Forget the stamps of an entry (gc removed it). */
+  async dropStamps(key: string): Promise<void> {
+    await Deno.remove(this.stampPath(key)).catch(ignoreNotFound);
   }
 
   /** Every committed entry's key (folder names that are not dot-folders). */
@@ -117,8 +291,10 @@ export class Store {
   /** Empty the work folder of `key` (or keep what is there, for resumable steps). */
   async prepareWorkDir(key: string, keepExisting: boolean): Promise<string> {
     const dir = this.workDir(key);
-    if (!keepExisting) await Deno.remove(dir, { recursive: true }).catch(ignoreNotFound);
-    await Deno.mkdir(dir, { recursive: true });
+    await onDisk(this.tmpDir, async () => {
+      if (!keepExisting) await Deno.remove(dir, { recursive: true }).catch(ignoreNotFound);
+      await Deno.mkdir(dir, { recursive: true });
+    });
     return dir;
   }
 
@@ -130,7 +306,14 @@ export class Store {
    * Hash and fsync every output in the work folder, write the manifest and rename the
    * folder into the cache. An existing entry (a forced rerun) is swapped out.
    */
-  async commit(
+  commit(
+    key: string,
+    info: Omit<Manifest, "format" | "key" | "outputs" | "digest">,
+  ): Promise<Manifest> {
+    return onDisk(this.cacheDir, () => this.#commit(key, info));
+  }
+
+  async #commit(
     key: string,
     info: Omit<Manifest, "format" | "key" | "outputs" | "digest">,
   ): Promise<Manifest> {
@@ -159,6 +342,12 @@ export class Store {
     }
     await Deno.rename(dir, target);
     await fsyncPath(this.cacheDir);
+    // Stamp the files as committed, so later uses need not rehash them.
+    const files: Record<string, FileStamp> = {};
+    for (const rel of Object.keys(outputs)) {
+      files[rel] = fileStamp(await Deno.stat(`${target}/${rel}`));
+    }
+    await this.#writeStamps(key, { files });
     if (trashed) await Deno.remove(trashed, { recursive: true }).catch(ignoreNotFound);
     return manifest;
   }
