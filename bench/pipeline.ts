@@ -46,7 +46,7 @@ const noopKinds: StepKind[] = [
 
 if (Deno.args[0] === "--cli") {
   Deno.args.splice(0, 1);
-  await cliMain(noopKinds, () => "bench");
+  await cliMain(noopKinds, { backendIdentity: () => "bench" });
 }
 
 const WIDTH = 100; // 100 sources, 4 mapped levels of 100 (the last of 99), 1 gather = 500

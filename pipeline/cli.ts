@@ -1,23 +1,39 @@
 // The command line: `run`, `status` and `gc`. main.ts hands it the registry of step
-// kinds; everything else (artifacts folder, configs folder, flags) is read here.
-// Expected errors (bad config, unknown pipeline, bad flag) print one paragraph and
-// exit 1, without a stack trace.
+// kinds and what the engine must not know itself (the backends and their identities);
+// everything else (artifacts folder, configs folder, flags, `--set` overrides) is read
+// here. Expected errors (bad config, unknown pipeline, bad flag) print one paragraph,
+// with a "did you mean" where a name is close to a known one, and exit 1.
 import { parseArgs } from "node:util";
 import type { StepKind } from "./step.ts";
 import { loadConfig, resolvePipelinePath } from "./config.ts";
-import { expandPipeline } from "./expand.ts";
-import { Store } from "./store.ts";
+import { type ExpandedPipeline, expandPipeline } from "./expand.ts";
+import { type Manifest, Store } from "./store.ts";
 import { ResultsDb } from "./results.ts";
 import { runPipeline, type RunSummary } from "./runner.ts";
 import { createReporter, formatDuration, type Reporter } from "./progress.ts";
 import { pipelineStatus } from "./status.ts";
 import { collectGarbage } from "./gc.ts";
 import { UserError } from "./errors.ts";
+import { Fingerprinter } from "./fingerprint.ts";
+import { didYouMean } from "./suggest.ts";
+import { chooseExecutor } from "./executors/select.ts";
+import { runInstance, RUN_INSTANCE_USAGE } from "./executors/run_instance.ts";
+import {
+  applyOverrides,
+  type Override,
+  overridesByNode,
+  parseOverride,
+  publishName,
+} from "./overrides.ts";
 
 export interface CliOptions {
   kinds: StepKind[];
-  /** Version of a tfjs backend, for cache keys. Default: the pinned tfjs-core version. */
-  backendVersion?: (name: string) => string;
+  /** What a backend's numbers depend on (name, library versions), for cache keys. */
+  backendIdentity?: (name: string) => string;
+  /** Backends `--backend` may name; absent: any name is taken. */
+  backends?: readonly string[];
+  /** Backend of a run whose pipeline and flags name none. */
+  defaultBackend?: string;
   /** Where to print (tests capture it); defaults to stdout / stderr. */
   stdout?: (text: string) => void;
   reporter?: Reporter;
@@ -25,45 +41,152 @@ export interface CliOptions {
   signal?: AbortSignal;
 }
 
-export const DEFAULT_BACKEND = "wasm";
+const FLAGS = {
+  jobs: { type: "string", short: "j" },
+  "dry-run": { type: "boolean" },
+  force: { type: "string", multiple: true },
+  set: { type: "string", multiple: true },
+  backend: { type: "string" },
+  seed: { type: "string" },
+  artifacts: { type: "string" },
+  configs: { type: "string" },
+  executor: { type: "string" },
+  instance: { type: "string" },
+  key: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
 
 const USAGE = `usage:
-  run <pipeline> [--jobs N] [--dry-run] [--force NODE|KIND]... [--backend NAME] [--seed N]
-  status <pipeline> [--backend NAME] [--seed N]
+  run <pipeline> [--jobs N] [--dry-run] [--force NODE|KIND]... [--set NODE.PARAM=VALUE]...
+                 [--backend NAME] [--seed N] [--executor local|slurm]
+  status <pipeline> [--set NODE.PARAM=VALUE]... [--backend NAME] [--seed N]
   gc [--dry-run]
+  ${RUN_INSTANCE_USAGE}   (what a cluster job runs)
 common flags: --artifacts DIR (default $LAWA_ARTIFACTS or "artifacts"), --configs DIR (default "configs")
-<pipeline> is a file path or a name in the configs folder (name.yaml, .yml or .json)`;
+<pipeline> is a file path or a name in the configs folder (name.yaml, .yml or .json)
+--set takes a YAML value; a list where the step takes one value is a sweep (--set lawa.k=[2,5])`;
 
-/** The tfjs-core version pinned in the project's deno.json, or "unknown". */
-export function pinnedTfjsVersion(): string {
+const PIPELINE_EXTENSIONS = /\.(ya?ml|json)$/;
+
+/** Pipeline names in the configs folder, with their descriptions (for --help). */
+export async function listPipelines(
+  configsDir: string,
+): Promise<{ name: string; description: string }[]> {
+  const names: string[] = [];
   try {
-    const json = JSON.parse(Deno.readTextFileSync(new URL("../deno.json", import.meta.url)));
-    const spec: string = json.imports?.["@tensorflow/tfjs-core"] ?? "";
-    return spec.match(/@([^@]+)$/)?.[1] ?? "unknown";
-  } catch {
-    return "unknown";
+    for await (const e of Deno.readDir(configsDir)) {
+      if (e.isFile && PIPELINE_EXTENSIONS.test(e.name)) names.push(e.name);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const out = [];
+  for (const file of names.sort()) {
+    let description: string;
+    try {
+      description = (await loadConfig(`${configsDir}/${file}`)).description ?? "";
+    } catch (e) {
+      description = `(does not load: ${(e as Error).message.split("\n")[0]})`;
+    }
+    out.push({ name: file.replace(PIPELINE_EXTENSIONS, ""), description: description.trim() });
+  }
+  return out;
+}
+
+async function helpText(configsDir: string): Promise<string> {
+  const pipelines = await listPipelines(configsDir);
+  if (pipelines.length === 0) return USAGE;
+  const width = Math.max(...pipelines.map((p) => p.name.length));
+  const lines = pipelines.map((p) =>
+    `  ${p.name.padEnd(width)}  ${p.description.replace(/\s+/g, " ")}`
+  );
+  return `${USAGE}\n\npipelines in ${configsDir}/:\n${lines.join("\n")}`;
+}
+
+/** Find the pipeline file, or fail naming the closest pipeline in the configs folder. */
+async function findPipeline(target: string, configsDir: string): Promise<string> {
+  try {
+    return await resolvePipelinePath(target, configsDir);
+  } catch (e) {
+    if (!(e instanceof UserError)) throw e;
+    const names = (await listPipelines(configsDir)).map((p) => p.name);
+    throw new UserError(
+      `no pipeline "${target}"${didYouMean(target, names)}: ` +
+        `pipelines in ${configsDir}/: ${names.join(", ") || "none"}`,
+    );
   }
 }
 
 function parseFlags(args: string[]) {
   try {
-    return parseArgs({
-      args,
-      allowPositionals: true,
-      options: {
-        jobs: { type: "string", short: "j" },
-        "dry-run": { type: "boolean" },
-        force: { type: "string", multiple: true },
-        backend: { type: "string" },
-        seed: { type: "string" },
-        artifacts: { type: "string" },
-        configs: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-    });
+    return parseArgs({ args, allowPositionals: true, options: FLAGS });
   } catch (e) {
-    throw new UserError(`${(e as Error).message.split("\n")[0]}\n${USAGE}`);
+    const message = (e as Error).message.split("\n")[0];
+    const unknown = message.match(/Unknown option '(-{1,2}[^']+)'/)?.[1];
+    if (unknown) {
+      const known = Object.keys(FLAGS).map((f) => `--${f}`);
+      throw new UserError(`unknown flag ${unknown}${didYouMean(unknown, known)}\n${USAGE}`);
+    }
+    throw new UserError(`${message}\n${USAGE}`);
   }
+}
+
+/** A backend name from a flag or a pipeline's defaults, checked against the known ones. */
+function checkBackend(name: string, where: string, known: readonly string[] | undefined): string {
+  if (known && !known.includes(name)) {
+    throw new UserError(
+      `${where}: unknown backend "${name}"${didYouMean(name, known)} ` +
+        `(backends: ${known.join(", ")})`,
+    );
+  }
+  return name;
+}
+
+/**
+ * Backends are process-wide: an instance whose params pick another backend than the
+ * run's would switch it under the instances running beside it.
+ */
+function checkBackendOverrides(pipeline: ExpandedPipeline, backend: string, jobs: number): void {
+  if (jobs <= 1) return;
+  const other = pipeline.instances.find((i) =>
+    typeof i.params.backend === "string" && i.params.backend !== backend
+  );
+  if (other) {
+    throw new UserError(
+      `${other.label} runs on backend "${other.params.backend}" while the run uses ` +
+        `"${backend}": one process has one backend, so use --jobs 1, or --backend ` +
+        `${other.params.backend} if every step may use it`,
+    );
+  }
+}
+
+/** A store that writes the run's `--set` overrides of a node into its manifests. */
+class OverridingStore extends Store {
+  constructor(root: string, private readonly byNode: Map<string, string[]>) {
+    super(root);
+  }
+  override commit(
+    key: string,
+    info: Omit<Manifest, "format" | "key" | "outputs" | "digest">,
+  ): Promise<Manifest> {
+    const overrides = this.byNode.get(info.node);
+    return super.commit(key, overrides ? { ...info, overrides } : info);
+  }
+}
+
+/** The kinds, with `publish` told the run's name and the paths it returns collected. */
+function publishingKinds(kinds: StepKind[], name: string, published: Set<string>): StepKind[] {
+  return kinds.map((kind) => {
+    const publish = kind.publish;
+    if (!publish) return kind;
+    return {
+      ...kind,
+      publish: async (entryDir, params, artifactsDir) => {
+        const path = await publish(entryDir, params, artifactsDir, { pipeline: name });
+        if (typeof path === "string") published.add(path);
+      },
+    };
+  });
 }
 
 function intFlag(name: string, value: string | undefined, min: number): number | undefined {
@@ -92,42 +215,67 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
   try {
     const { values, positionals } = parseFlags(argv);
     const [command, target, ...extra] = positionals;
+    const configsDir = values.configs ?? "configs";
     if (values.help || !command) {
-      stdout(USAGE);
+      stdout(await helpText(configsDir));
       return command || values.help ? 0 : 1;
     }
     const artifacts = values.artifacts ?? Deno.env.get("LAWA_ARTIFACTS") ?? "artifacts";
-    const configsDir = values.configs ?? "configs";
-    const store = new Store(artifacts);
-    const results = new ResultsDb(artifacts);
-    const pinned = pinnedTfjsVersion();
-    const backendVersion = opts.backendVersion ?? (() => pinned);
+    const backendIdentity = opts.backendIdentity ?? ((name: string) => name);
+    const defaultBackend = opts.defaultBackend ?? opts.backends?.[0] ?? "default";
 
     if (command === "gc") {
       const report = await collectGarbage({
-        store,
-        results,
+        store: new Store(artifacts),
+        results: new ResultsDb(artifacts),
         kinds: opts.kinds,
         configsDir,
-        backendVersion,
-        defaultBackend: DEFAULT_BACKEND,
+        backendVersion: backendIdentity,
+        defaultBackend,
         dryRun: values["dry-run"] === true,
       });
       stdout(report.text);
       return 0;
     }
-    if (command !== "run" && command !== "status") {
-      throw new UserError(`unknown command "${command}" (expected run, status or gc)\n${USAGE}`);
+    if (command !== "run" && command !== "status" && command !== "run-instance") {
+      throw new UserError(
+        `unknown command "${command}"${didYouMean(command, ["run", "status", "gc"])} ` +
+          `(expected run, status or gc)\n${USAGE}`,
+      );
     }
     if (!target) throw new UserError(`${command}: missing the pipeline name\n${USAGE}`);
     if (extra.length) throw new UserError(`${command}: unexpected arguments ${extra.join(" ")}`);
+    const flagBackend = values.backend === undefined
+      ? undefined
+      : checkBackend(values.backend, "--backend", opts.backends);
 
-    const file = await resolvePipelinePath(target, configsDir);
-    const pipeline = expandPipeline(await loadConfig(file), opts.kinds);
-    const backend = values.backend ?? pipeline.defaults.backend ?? DEFAULT_BACKEND;
+    const file = await findPipeline(target, configsDir);
+    const overrides: Override[] = (values.set ?? []).map(parseOverride);
+    const name = publishName(file, overrides);
+    const published = new Set<string>();
+    const config = applyOverrides(await loadConfig(file), overrides);
+    const pipeline = expandPipeline(config, publishingKinds(opts.kinds, name, published));
+    const backend = flagBackend ??
+      (pipeline.defaults.backend === undefined
+        ? defaultBackend
+        : checkBackend(pipeline.defaults.backend, `${file}: defaults.backend`, opts.backends));
     const seed = intFlag("seed", values.seed, 0) ?? pipeline.defaults.seed ?? 0;
     const signal = opts.signal ?? new AbortController().signal;
-    const common = { pipeline, store, results, backend, backendVersion, seed, signal };
+    const store = new OverridingStore(artifacts, overridesByNode(overrides));
+    const common = {
+      pipeline,
+      store,
+      results: new ResultsDb(artifacts),
+      backend,
+      backendVersion: backendIdentity,
+      seed,
+      signal,
+      fingerprinter: new Fingerprinter({ cacheFile: `${artifacts}/.code-meanings.json` }),
+    };
+    if (command === "run-instance") {
+      const force = values.force ?? [];
+      return await runInstance({ ...common, instance: values.instance, key: values.key, force });
+    }
     if (command === "status") {
       const status = await pipelineStatus(common);
       stdout(status.text);
@@ -136,19 +284,41 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
 
     const force = (values.force ?? []).flatMap((f) => f.split(",")).filter((f) => f);
     for (const f of force) {
-      const known = pipeline.instances.some((i) => i.node === f || i.kind.name === f);
-      if (!known) {
-        throw new UserError(`--force ${f}: no node or step kind of that name in ${file}`);
+      const names = new Set(pipeline.instances.flatMap((i) => [i.node, i.kind.name]));
+      if (!names.has(f)) {
+        throw new UserError(
+          `--force ${f}: no node or step kind of that name in ${file}${didYouMean(f, names)}`,
+        );
       }
     }
-    const jobs = intFlag("jobs", values.jobs, 1) ?? 1;
+    const chosen = chooseExecutor({
+      flag: values.executor,
+      section: config.executor,
+      pipeline,
+      store,
+      backend,
+      seed,
+      cliArgs: (values.set ?? []).flatMap((s) => ["--set", s]),
+    });
+    const jobs = intFlag("jobs", values.jobs, 1) ?? chosen.defaultJobs;
+    // Each cluster job is its own process, with its own backend.
+    checkBackendOverrides(pipeline, backend, chosen.executor ? 1 : jobs);
     const dryRun = values["dry-run"] === true;
     const t0 = performance.now();
     reporter.line(
       `${file}: ${pipeline.instances.length} instances, backend ${backend}, seed ${seed}` +
-        (dryRun ? " (dry run)" : `, ${jobs} at a time`),
+        (overrides.length ? `, ${overrides.map((o) => `--set ${o.text}`).join(" ")}` : "") +
+        (dryRun ? " (dry run)" : `, ${jobs} at a time`) +
+        (chosen.executor && !dryRun ? ` on ${chosen.name}` : ""),
     );
-    const summary = await runPipeline({ ...common, jobs, force, dryRun, reporter });
+    const summary = await runPipeline({
+      ...common,
+      jobs,
+      force,
+      dryRun,
+      reporter,
+      executor: chosen.executor,
+    });
     reporter.close();
     if (dryRun) {
       const wouldRun = summary.outcomes.filter((o) => o.status === "would-run").length;
@@ -156,6 +326,7 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
       return 0;
     }
     stdout(summaryText(summary, (performance.now() - t0) / 1000));
+    for (const path of published) stdout(`report: ${path}`);
     if (summary.cancelled) return 130;
     return summary.failed.length || summary.skipped ? 1 : 0;
   } catch (e) {
@@ -170,8 +341,11 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
   }
 }
 
+/** What main.ts hands the command line beyond the step kinds. */
+export type CliEnvironment = Pick<CliOptions, "backendIdentity" | "backends" | "defaultBackend">;
+
 /** Entry for main.ts: Ctrl-C cancels the run cleanly; a second one exits at once. */
-export async function cliMain(kinds: StepKind[], backendVersion?: (name: string) => string) {
+export async function cliMain(kinds: StepKind[], env: CliEnvironment = {}) {
   const controller = new AbortController();
   const onInterrupt = () => {
     if (controller.signal.aborted) Deno.exit(130);
@@ -179,7 +353,7 @@ export async function cliMain(kinds: StepKind[], backendVersion?: (name: string)
     controller.abort();
   };
   Deno.addSignalListener("SIGINT", onInterrupt);
-  const code = await main(Deno.args, { kinds, backendVersion, signal: controller.signal });
+  const code = await main(Deno.args, { kinds, ...env, signal: controller.signal });
   Deno.removeSignalListener("SIGINT", onInterrupt);
   Deno.exit(code);
 }

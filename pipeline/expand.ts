@@ -8,6 +8,7 @@ import type { StepKind } from "./step.ts";
 import type { PipelineConfig } from "./config.ts";
 import { describeIssues, UserError } from "./errors.ts";
 import { hashJson } from "./hash.ts";
+import { didYouMean } from "./suggest.ts";
 
 export interface Instance {
   /** Structural id: hash of kind, params and input instance ids (not the cache key). */
@@ -57,7 +58,8 @@ function orderNodes(config: PipelineConfig): string[] {
       for (const up of Array.isArray(spec) ? spec : [spec]) {
         if (!(up in config.steps)) {
           throw new UserError(
-            `${config.file}: steps.${name}.inputs.${input}: no step node named "${up}" ` +
+            `${config.file}: steps.${name}.inputs.${input}: no step node named "${up}"` +
+              `${didYouMean(up, nodes)} ` +
               `(nodes: ${nodes.join(", ")})`,
           );
         }
@@ -121,14 +123,18 @@ export function expandPipeline(config: PipelineConfig, kinds: StepKind[]): Expan
     const kind = registry.get(spec.kind);
     if (!kind) {
       throw new UserError(
-        `${where}.kind: unknown step kind "${spec.kind}" (known kinds: ${knownKinds(registry)})`,
+        `${where}.kind: unknown step kind "${spec.kind}"${
+          didYouMean(spec.kind, registry.keys())
+        } ` +
+          `(known kinds: ${knownKinds(registry)})`,
       );
     }
     const declared = kind.inputs.map((i) => i.replace(/\?$/, ""));
     for (const input of Object.keys(spec.inputs)) {
       if (!declared.includes(input)) {
         throw new UserError(
-          `${where}.inputs.${input}: step kind "${kind.name}" takes no input "${input}" ` +
+          `${where}.inputs.${input}: step kind "${kind.name}" takes no input "${input}"` +
+            `${didYouMean(input, declared)} ` +
             `(it takes: ${declared.join(", ") || "none"})`,
         );
       }
@@ -147,7 +153,8 @@ export function expandPipeline(config: PipelineConfig, kinds: StepKind[]): Expan
       for (const key of Object.keys(spec.params)) {
         if (!(key in shape)) {
           throw new UserError(
-            `${where}.params.${key}: step kind "${kind.name}" has no param "${key}" ` +
+            `${where}.params.${key}: step kind "${kind.name}" has no param "${key}"` +
+              `${didYouMean(key, Object.keys(shape))} ` +
               `(it takes: ${Object.keys(shape).join(", ")})`,
           );
         }

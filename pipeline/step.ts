@@ -66,7 +66,11 @@ export interface StepContext {
   node: string;
   /** Folder to write outputs into. For resumable steps it keeps what an interrupted run left. */
   outDir: string;
-  /** tfjs backend requested for this run ("wasm", "cpu", "webgpu", "tensorflow"). */
+  /**
+   * Backend requested for this run ("wasm", "cpu", "webgpu", "tensorflow"). A step whose
+   * params carry a string `backend` runs on that one instead; backends are process-wide,
+   * so the command line refuses `--jobs` > 1 when such a param differs from the run's.
+   */
   backend: string;
   /** Seed of this run (also in the cache key). */
   seed: number;
@@ -113,9 +117,23 @@ export interface StepKind<P extends z.ZodType = z.ZodType> {
   /**
    * Called after the instance is built or found in the cache, to copy its outputs
    * somewhere users look (e.g. plot -> artifacts/figures/<pipeline>/). `entryDir` is the
-   * read-only cache entry; `artifactsDir` the artifacts root.
+   * read-only cache entry; `artifactsDir` the artifacts root; `run.pipeline` the name the
+   * run publishes under (the pipeline file's name, with a suffix when `--set` changed it),
+   * so a derived config does not overwrite its parent's outputs. Returns the path users
+   * should open (printed at the end of the run), if any.
    */
-  publish?(entryDir: string, params: z.infer<P>, artifactsDir: string): Promise<void>;
+  publish?(
+    entryDir: string,
+    params: z.infer<P>,
+    artifactsDir: string,
+    run?: PublishContext,
+  ): Promise<string | void>;
+}
+
+/** Who a `publish` call publishes for. */
+export interface PublishContext {
+  /** Name of the run's pipeline: `ablation-k-nu`, or `ablation-k-nu--lr_0.003` with `--set`. */
+  pipeline: string;
 }
 
 /** Identity helper that keeps the params type when declaring a step kind. */

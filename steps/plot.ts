@@ -15,7 +15,7 @@ export const PlotParams = z.object({
   figures: z.array(z.string()).optional(),
   /** Report title; defaults to the pipeline name. */
   title: z.string().optional(),
-  /** Pipeline name: names the report and the published folder artifacts/figures/<pipeline>/. */
+  /** Pipeline name: names the report (the run publishes to artifacts/figures/<its name>/). */
   pipeline: z.string().regex(/^[A-Za-z0-9._-]+$/, "letters, digits, '.', '_' or '-'").default(
     "pipeline",
   ),
@@ -46,8 +46,13 @@ export const plotStep = defineStep({
   inputs: ["evals"],
   // Drawing reads finished results only: the tfjs backend and the seed cannot change it.
   uses: { backend: false, seed: false },
-  publish: (entryDir, params, artifactsDir) =>
-    publishFigures(entryDir, `${artifactsDir}/figures/${params.pipeline}`),
+  // Published under the running pipeline's name (a derived config or a `--set` run gets
+  // its own folder), falling back to the `pipeline` param outside the command line.
+  publish: async (entryDir, params, artifactsDir, run) => {
+    const dest = `${artifactsDir}/figures/${run?.pipeline ?? params.pipeline}`;
+    await publishFigures(entryDir, dest);
+    return `${dest}/report.html`;
+  },
   async run(ctx, params, inputs) {
     const refs = asList(inputs.evals);
     if (refs.length === 0) {

@@ -37,7 +37,9 @@ Deno.test("ablation-k-nu (tiny): figures, report, one row per (series, step, dom
     assert.equal(first.code, 0, first.text);
     assert.match(first.text, /13 ran, 0 cached, 0 failed/);
 
-    const dir = `${artifacts}/figures/ablation-k-nu`;
+    // A derived config publishes under its own name, not its parent's.
+    const dir = `${artifacts}/figures/ablation-tiny`;
+    assert.ok(first.text.includes(`report: ${dir}/report.html`), first.text);
     for (const id of FIGURES) {
       for (const ext of ["vl.json", "svg", "png"]) {
         const st = await Deno.stat(`${dir}/${id}.${ext}`);
