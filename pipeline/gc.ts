@@ -55,12 +55,17 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
   const fingerprinter = new Fingerprinter();
   const reachable = new Set<string>();
   for (const file of await configFiles(opts.configsDir)) {
-    const pipeline = expandPipeline(await loadConfig(file), opts.kinds);
+    const config = await loadConfig(file);
+    const asWritten = expandPipeline(config, opts.kinds);
     const own = {
-      backend: pipeline.defaults.backend ?? opts.defaultBackend,
-      seed: pipeline.defaults.seed ?? 0,
+      backend: asWritten.defaults.backend ?? opts.defaultBackend,
+      seed: asWritten.defaults.seed ?? 0,
     };
-    for (const combo of [own, ...combos.values()]) {
+    for (const [i, combo] of [own, ...combos.values()].entries()) {
+      // The file's own seeds first, then each seed an entry was built with (--seed N).
+      const pipeline = i === 0 ? asWritten : expandPipeline(config, opts.kinds, {
+        seeds: [combo.seed],
+      });
       const summary = await runPipeline({
         pipeline,
         store,

@@ -141,7 +141,7 @@ export async function keyPartsOf(
     backend: kind.uses?.backend === false
       ? null
       : `${opts.backend}@${opts.backendVersion(opts.backend)}`,
-    seed: kind.uses?.seed === false ? null : opts.seed,
+    seed: kind.uses?.seed === false ? null : instance.seed ?? opts.seed,
   };
 }
 
@@ -279,7 +279,7 @@ export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
             node: instance.node,
             outDir,
             backend: opts.backend,
-            seed: opts.seed,
+            seed: instance.seed ?? opts.seed,
             results: createSink(kind.name, outDir, tables, results),
             progress: reporter.progressFor(instance.label),
             signal,
@@ -318,7 +318,7 @@ export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
         finished: finished.toISOString(),
         duration_s: (finished.getTime() - started.getTime()) / 1000,
         backend: opts.backend,
-        seed: opts.seed,
+        seed: instance.seed ?? opts.seed,
         host: Deno.hostname(),
         rows: Object.fromEntries(Object.entries(rows).map(([t, r]) => [t, r.length])),
       });
