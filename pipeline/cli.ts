@@ -48,6 +48,7 @@ const FLAGS = {
   set: { type: "string", multiple: true },
   backend: { type: "string" },
   seed: { type: "string" },
+  seeds: { type: "string" },
   artifacts: { type: "string" },
   configs: { type: "string" },
   executor: { type: "string" },
@@ -58,8 +59,8 @@ const FLAGS = {
 
 const USAGE = `usage:
   run <pipeline> [--jobs N] [--dry-run] [--force NODE|KIND]... [--set NODE.PARAM=VALUE]...
-                 [--backend NAME] [--seed N] [--executor local|slurm]
-  status <pipeline> [--set NODE.PARAM=VALUE]... [--backend NAME] [--seed N]
+                 [--backend NAME] [--seed N | --seeds N] [--executor local|slurm]
+  status <pipeline> [--set NODE.PARAM=VALUE]... [--backend NAME] [--seed N | --seeds N]
   gc [--dry-run]
   ${RUN_INSTANCE_USAGE}   (what a cluster job runs)
 common flags: --artifacts DIR (default $LAWA_ARTIFACTS or "artifacts"), --configs DIR (default "configs")
@@ -254,12 +255,24 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
     const name = publishName(file, overrides);
     const published = new Set<string>();
     const config = applyOverrides(await loadConfig(file), overrides);
-    const pipeline = expandPipeline(config, publishingKinds(opts.kinds, name, published));
+    const seedFlag = intFlag("seed", values.seed, 0);
+    const seedCount = intFlag("seeds", values.seeds, 1);
+    if (seedFlag !== undefined && seedCount !== undefined) {
+      throw new UserError("--seed and --seeds: give one (--seeds N runs seeds 0 to N-1)");
+    }
+    const seeds = seedCount !== undefined
+      ? Array.from({ length: seedCount }, (_, i) => i)
+      : seedFlag !== undefined
+      ? [seedFlag]
+      : undefined;
+    const pipeline = expandPipeline(config, publishingKinds(opts.kinds, name, published), {
+      seeds,
+    });
     const backend = flagBackend ??
       (pipeline.defaults.backend === undefined
         ? defaultBackend
         : checkBackend(pipeline.defaults.backend, `${file}: defaults.backend`, opts.backends));
-    const seed = intFlag("seed", values.seed, 0) ?? pipeline.defaults.seed ?? 0;
+    const seed = seeds?.[0] ?? pipeline.defaults.seed ?? 0;
     const signal = opts.signal ?? new AbortController().signal;
     const store = new OverridingStore(artifacts, overridesByNode(overrides));
     const common = {
@@ -306,7 +319,9 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
     const dryRun = values["dry-run"] === true;
     const t0 = performance.now();
     reporter.line(
-      `${file}: ${pipeline.instances.length} instances, backend ${backend}, seed ${seed}` +
+      `${file}: ${pipeline.instances.length} instances, backend ${backend}, seed ${
+        pipeline.seeds.length > 1 ? pipeline.seeds.join(",") : seed
+      }` +
         (overrides.length ? `, ${overrides.map((o) => `--set ${o.text}`).join(" ")}` : "") +
         (dryRun ? " (dry run)" : `, ${jobs} at a time`) +
         (chosen.executor && !dryRun ? ` on ${chosen.name}` : ""),

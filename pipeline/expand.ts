@@ -2,11 +2,20 @@
 // instances: sweep lists become grids, mapped inputs pair instances of the same
 // lineage, gathered inputs collect every instance of their nodes. Instances that would
 // compute the same thing (same kind, params and input instances) become one.
+// Seeds sweep like params: a node whose kind uses the seed runs once per seed of its
+// `seed:` (or `defaults.seed`, or the command line's `--seeds`) unless a mapped input
+// already fixes it, in which case it inherits that run's seed; kinds that do not use the
+// seed (corpus, tokenize) stay shared by every seed.
 // Cache keys are not computed here: they need the digests of upstream outputs (runner.ts).
 import type { z } from "zod";
 import type { StepKind } from "./step.ts";
 import type { PipelineConfig } from "./config.ts";
-import { describeIssues, UserError } from "./errors.ts";
+import {
+  checkInstanceParams,
+  checkParamValues,
+  describeIssues,
+  UserError,
+} from "./errors.ts";
 import { hashJson } from "./hash.ts";
 import { didYouMean } from "./suggest.ts";
 
@@ -26,12 +35,22 @@ export interface Instance {
   lineage: Record<string, string>;
   /** `node[lr=0.006 k=2]`, for display. */
   label: string;
+  /** The seed this instance runs with, when the pipeline fixes one (else the run's). */
+  seed?: number;
+}
+
+export interface ExpandOptions {
+  /** Seeds for every seeded node, overriding the file's (`--seed N`, `--seeds N`). */
+  seeds?: number[];
 }
 
 export interface ExpandedPipeline {
   file: string;
   description?: string;
+  /** `seed` is the first of the file's default seeds. */
   defaults: { seed?: number; backend?: string };
+  /** Every seed some instance runs with (empty: none fixed by the pipeline). */
+  seeds: number[];
   /** Every instance in a topological order (inputs before their users). */
   instances: Instance[];
   byId: Map<string, Instance>;
@@ -111,8 +130,18 @@ function formatCoord(value: unknown): string {
 }
 
 /** Expand a checked pipeline file into instances. Throws UserError for any mismatch. */
-export function expandPipeline(config: PipelineConfig, kinds: StepKind[]): ExpandedPipeline {
+export function expandPipeline(
+  config: PipelineConfig,
+  kinds: StepKind[],
+  opts: ExpandOptions = {},
+): ExpandedPipeline {
   const registry = new Map(kinds.map((k) => [k.name, k]));
+  const seedList = (v: number | number[] | undefined) =>
+    v === undefined ? undefined : [...new Set(Array.isArray(v) ? v : [v])];
+  const defaultSeeds = seedList(config.defaults.seed);
+  if (opts.seeds && opts.seeds.length === 0) {
+    throw new UserError("the list of seeds to run is empty");
+  }
   const byId = new Map<string, Instance>();
   const ordered: Instance[] = [];
   const ofNode = new Map<string, Instance[]>();
@@ -163,6 +192,7 @@ export function expandPipeline(config: PipelineConfig, kinds: StepKind[]): Expan
 
     // Params grid, each point checked (and given its defaults) by the step's schema.
     const axes = sweepAxes(kind, spec.params);
+    checkParamValues(spec.params, axes, where);
     const paramPoints = gridOf(spec.params, axes).map((point) => {
       const parsed = kind.params.safeParse(point);
       if (!parsed.success) {
@@ -170,11 +200,16 @@ export function expandPipeline(config: PipelineConfig, kinds: StepKind[]): Expan
       }
       const own: Record<string, unknown> = {};
       for (const a of axes) own[a] = point[a];
+      checkInstanceParams(kind.check, parsed.data as Record<string, unknown>, where, own);
       return { params: parsed.data as Record<string, unknown>, own };
     });
 
     // Mapped inputs: cross product, keeping only combinations of one shared lineage.
-    type Combo = { picks: Record<string, Instance>; lineage: Record<string, string> };
+    type Combo = {
+      picks: Record<string, Instance>;
+      lineage: Record<string, string>;
+      seed?: number;
+    };
     let combos: Combo[] = [{ picks: {}, lineage: {} }];
     const gathered: Record<string, string[]> = {};
     for (const [input, ups] of Object.entries(spec.inputs)) {
@@ -188,11 +223,12 @@ export function expandPipeline(config: PipelineConfig, kinds: StepKind[]): Expan
         for (const up of ofNode.get(ups)!) {
           const agrees = Object.entries(up.lineage).every(
             ([n, id]) => combo.lineage[n] === undefined || combo.lineage[n] === id,
-          );
+          ) && (combo.seed === undefined || up.seed === undefined || combo.seed === up.seed);
           if (agrees) {
             next.push({
               picks: { ...combo.picks, [input]: up },
               lineage: { ...combo.lineage, ...up.lineage },
+              seed: combo.seed ?? up.seed,
             });
           }
         }
@@ -200,36 +236,60 @@ export function expandPipeline(config: PipelineConfig, kinds: StepKind[]): Expan
       combos = next;
     }
 
+    // Seeds: inherited from a mapped input's run, else this node's own list (a sweep
+    // axis when it has several); none for kinds that do not use the seed.
+    const usesSeed = kind.uses?.seed !== false;
+    const ownSeeds = opts.seeds ?? seedList(spec.seed) ?? defaultSeeds;
+    const gathersOnly = Object.keys(gathered).length > 0 &&
+      Object.keys(combos[0].picks).length === 0;
+    const seedsOf = (combo: Combo): (number | undefined)[] => {
+      if (!usesSeed) return [undefined];
+      if (combo.seed !== undefined) return [combo.seed];
+      if (!ownSeeds) return [undefined];
+      return gathersOnly ? [ownSeeds[0]] : ownSeeds;
+    };
+
     const mine: Instance[] = [];
     for (const combo of combos) {
       for (const point of paramPoints) {
-        const inputs: Record<string, string | string[]> = { ...gathered };
-        const coords: Record<string, unknown> = {};
-        for (const [input, up] of Object.entries(combo.picks)) {
-          inputs[input] = up.id;
-          Object.assign(coords, up.coords);
+        for (const seed of seedsOf(combo)) {
+          const inputs: Record<string, string | string[]> = { ...gathered };
+          const coords: Record<string, unknown> = {};
+          for (const [input, up] of Object.entries(combo.picks)) {
+            inputs[input] = up.id;
+            Object.assign(coords, up.coords);
+          }
+          Object.assign(coords, point.own);
+          if (seed !== undefined && combo.seed === undefined && seedsOf(combo).length > 1) {
+            coords.seed = seed;
+          }
+          const id = hashJson({
+            kind: kind.name,
+            params: point.params,
+            inputs,
+            ...(seed === undefined ? {} : { seed }),
+          });
+          const existing = byId.get(id);
+          if (existing) {
+            if (!mine.includes(existing)) mine.push(existing);
+            continue;
+          }
+          const coordText = Object.entries(coords).map(([k, v]) => `${k}=${formatCoord(v)}`);
+          const instance: Instance = {
+            id,
+            node,
+            kind,
+            params: point.params,
+            inputs,
+            coords,
+            lineage: { ...combo.lineage, [node]: id },
+            label: coordText.length ? `${node}[${coordText.join(" ")}]` : node,
+            ...(seed === undefined ? {} : { seed }),
+          };
+          byId.set(id, instance);
+          ordered.push(instance);
+          mine.push(instance);
         }
-        Object.assign(coords, point.own);
-        const id = hashJson({ kind: kind.name, params: point.params, inputs });
-        const existing = byId.get(id);
-        if (existing) {
-          if (!mine.includes(existing)) mine.push(existing);
-          continue;
-        }
-        const coordText = Object.entries(coords).map(([k, v]) => `${k}=${formatCoord(v)}`);
-        const instance: Instance = {
-          id,
-          node,
-          kind,
-          params: point.params,
-          inputs,
-          coords,
-          lineage: { ...combo.lineage, [node]: id },
-          label: coordText.length ? `${node}[${coordText.join(" ")}]` : node,
-        };
-        byId.set(id, instance);
-        ordered.push(instance);
-        mine.push(instance);
       }
     }
     ofNode.set(node, mine);
@@ -237,7 +297,10 @@ export function expandPipeline(config: PipelineConfig, kinds: StepKind[]): Expan
   return {
     file: config.file,
     description: config.description,
-    defaults: config.defaults,
+    defaults: { ...config.defaults, seed: defaultSeeds?.[0] },
+    seeds: [...new Set(ordered.flatMap((i) => i.seed === undefined ? [] : [i.seed]))].sort(
+      (a, b) => a - b,
+    ),
     instances: ordered,
     byId,
   };

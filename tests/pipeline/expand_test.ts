@@ -111,3 +111,85 @@ Deno.test("equal instances are one: defaults applied, nodes merged", () => {
   assert.equal(p.instances.filter((i) => i.kind.name === "tok").length, 1);
   assert.equal(p.instances.length, 2);
 });
+
+// ---------------------------------------------------------------------------------------
+// Seeds as a sweep
+
+const seeded: StepKind[] = kinds.map((k) =>
+  k.name === "tok" || k.name === "plot" ? { ...k, uses: { backend: false, seed: false } } : k
+);
+
+function seedPipeline(seed: number | number[] | undefined, opts = {}) {
+  const defaults = seed === undefined ? {} : { seed };
+  return expandPipeline(
+    {
+      file: "test.yaml",
+      defaults,
+      steps: {
+        tok: node("tok"),
+        train: node("train", { tokens: "tok" }, { lr: [0.1, 0.01] }),
+        avg: node("avg", { series: "train" }),
+        eval: node("eval", { series: "avg", tokens: "tok" }),
+        plot: node("plot", { evals: ["eval"] }),
+      },
+    },
+    seeded,
+    opts,
+  );
+}
+
+Deno.test("seed: [0, 1, 2] runs each seeded node per seed; unseeded ones stay shared", () => {
+  const p = seedPipeline([0, 1, 2]);
+  const of = (n: string) => p.instances.filter((i) => i.node === n);
+  assert.equal(of("tok").length, 1);
+  assert.equal(of("tok")[0].seed, undefined);
+  assert.equal(of("train").length, 6); // 2 lr x 3 seeds
+  assert.deepEqual(of("train").map((i) => i.seed).sort(), [0, 0, 1, 1, 2, 2]);
+  assert.ok(of("train").some((i) => i.label === "train[lr=0.1 seed=1]"), of("train")[0].label);
+  // Downstream nodes inherit their run's seed instead of crossing it again.
+  assert.equal(of("avg").length, 6);
+  assert.equal(of("eval").length, 6);
+  for (const e of of("eval")) {
+    const avg = p.byId.get(e.inputs.series as string)!;
+    const train = p.byId.get(avg.inputs.series as string)!;
+    assert.equal(e.seed, train.seed);
+    assert.equal(e.coords.seed, train.seed);
+  }
+  // A gathering node sees every seed, once.
+  assert.equal(of("plot").length, 1);
+  assert.equal((of("plot")[0].inputs.evals as string[]).length, 6);
+  assert.deepEqual(p.seeds, [0, 1, 2]);
+});
+
+Deno.test("one seed adds no coordinate; --seeds overrides the file's", () => {
+  const one = seedPipeline(0);
+  assert.equal(one.instances.filter((i) => i.node === "train").length, 2);
+  assert.ok(one.instances.every((i) => !("seed" in i.coords)));
+  assert.equal(one.instances.find((i) => i.node === "train")!.seed, 0);
+  const three = seedPipeline(0, { seeds: [0, 1, 2] });
+  assert.equal(three.instances.filter((i) => i.node === "train").length, 6);
+  // Seed 0 of the sweep is the same instance as the single-seed run.
+  const ids = (p: ReturnType<typeof seedPipeline>) =>
+    new Set(p.instances.filter((i) => i.node === "train" && i.seed === 0).map((i) => i.id));
+  assert.deepEqual(ids(three), ids(one));
+  const none = seedPipeline(undefined);
+  assert.ok(none.instances.every((i) => i.seed === undefined), "no seed fixed: the run's");
+  assert.throws(() => seedPipeline(0, { seeds: [] }), /empty/);
+});
+
+Deno.test("a node's own seed list overrides defaults.seed", () => {
+  const p = expandPipeline(
+    {
+      file: "test.yaml",
+      defaults: { seed: 0 },
+      steps: {
+        tok: node("tok"),
+        a: node("train", { tokens: "tok" }, { lr: 0.1 }),
+        b: { ...node("train", { tokens: "tok" }, { lr: 0.2 }), seed: [3, 4] },
+      },
+    },
+    seeded,
+  );
+  assert.deepEqual(p.instances.filter((i) => i.node === "a").map((i) => i.seed), [0]);
+  assert.deepEqual(p.instances.filter((i) => i.node === "b").map((i) => i.seed), [3, 4]);
+});
