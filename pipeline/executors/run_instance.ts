@@ -1,0 +1,155 @@
+// `run-instance <pipeline> --instance ID --key KEY --artifacts DIR ...`: build one
+// instance of a pipeline into the cache and exit. This is what a cluster job runs. It
+// plans the instance with the same code as the coordinator (expand the pipeline, key
+// each ancestor from the digests of its committed entry) and refuses to run when the
+// key differs from the one the coordinator submitted: the config, the code or an
+// input changed in between, and the entry would not be the one the coordinator waits
+// for. The entry's manifest records the job (id and node). Results rows stay in the
+// entry: the coordinator loads them into DuckDB; this process never writes it.
+import type { ExpandedPipeline, Instance } from "../expand.ts";
+import { cacheKey, type KeyParts, type ManifestJob, type Store } from "../store.ts";
+import type { ResultsDb } from "../results.ts";
+import { keyPartsOf } from "../runner.ts";
+import { Fingerprinter } from "../fingerprint.ts";
+import { buildInstance, inputRefsOf } from "../build.ts";
+import { inProcessExecutor } from "../executor.ts";
+import { createReporter } from "../progress.ts";
+import { UserError } from "../errors.ts";
+import { slurmJobAlive } from "./slurm_commands.ts";
+
+export const RUN_INSTANCE_USAGE =
+  "run-instance <pipeline> --instance ID --key KEY [--artifacts DIR] [--set ...] " +
+  "[--backend NAME] [--seed N] [--force NODE]";
+
+export interface PlannedInstance {
+  instance: Instance;
+  key: string;
+  parts: KeyParts;
+  /** Instance id -> key of every ancestor (all committed). */
+  upstreamKeys: Map<string, string>;
+}
+
+/** Compute `id`'s key from the committed entries of its ancestors. */
+export async function planInstance(
+  pipeline: ExpandedPipeline,
+  id: string,
+  store: Store,
+  opts: { backend: string; backendVersion: (name: string) => string; seed: number },
+  fingerprinter = new Fingerprinter(),
+): Promise<PlannedInstance> {
+  const instance = pipeline.byId.get(id);
+  if (!instance) {
+    throw new UserError(
+      `${pipeline.file}: no instance ${id}: the pipeline file changed since the job was submitted`,
+    );
+  }
+  const built = new Map<string, Promise<{ key: string; digest: string }>>();
+  const upstreamKeys = new Map<string, string>();
+  const partsOf = async (inst: Instance) => {
+    const ids = Object.values(inst.inputs).flat();
+    const ups = new Map(await Promise.all(ids.map(async (u) => [u, await builtOf(u)] as const)));
+    return await keyPartsOf(inst, ups, opts, fingerprinter) as KeyParts;
+  };
+  const builtOf = (upId: string): Promise<{ key: string; digest: string }> => {
+    let b = built.get(upId);
+    if (!b) {
+      b = (async () => {
+        const up = pipeline.byId.get(upId)!;
+        const key = cacheKey(await partsOf(up));
+        const manifest = await store.readManifest(key);
+        if (!manifest) {
+          throw new UserError(`input ${up.label} (key ${key.slice(0, 12)}) is not in the cache`);
+        }
+        upstreamKeys.set(upId, key);
+        return { key, digest: manifest.digest };
+      })();
+      built.set(upId, b);
+    }
+    return b;
+  };
+  const parts = await partsOf(instance);
+  return { instance, key: cacheKey(parts), parts, upstreamKeys };
+}
+
+/** The job this process runs in, from Slurm's environment (null outside a job). */
+export function jobFromEnv(): ManifestJob | null {
+  const id = Deno.env.get("SLURM_JOB_ID");
+  if (!id) return null;
+  return { executor: "slurm", id, node: Deno.env.get("SLURMD_NODENAME") ?? Deno.hostname() };
+}
+
+export interface RunInstanceOptions {
+  pipeline: ExpandedPipeline;
+  store: Store;
+  results: ResultsDb;
+  backend: string;
+  backendVersion: (name: string) => string;
+  seed: number;
+  signal: AbortSignal;
+  fingerprinter?: Fingerprinter;
+  /** `--instance`: the instance's id in the expanded pipeline. */
+  instance: string | undefined;
+  /** `--key`: the key the coordinator computed for it. */
+  key: string | undefined;
+  /** Node names or step kinds to rebuild even when cached (as `run --force`). */
+  force: string[];
+}
+
+/**
+ * The `run-instance` command, after the CLI has read the pipeline the way `run` does
+ * (same file, `--set` overrides, backend and seed). Returns the exit code: 0 built or
+ * already cached, 1 the step failed, 130 cancelled.
+ */
+export async function runInstance(opts: RunInstanceOptions): Promise<number> {
+  if (!opts.instance || !opts.key) {
+    throw new UserError(`run-instance: missing --instance and --key\nusage: ${RUN_INSTANCE_USAGE}`);
+  }
+  const { pipeline, store, backend, seed } = opts;
+  await store.init();
+  const plan = await planInstance(pipeline, opts.instance, store, opts, opts.fingerprinter);
+  const label = plan.instance.label;
+  if (plan.key !== opts.key) {
+    throw new UserError(
+      `${label}: key mismatch: this job computes ${plan.key.slice(0, 12)}, the coordinator ` +
+        `submitted ${opts.key.slice(0, 12)} (the pipeline file, the code or an input ` +
+        `changed since submission, or the nodes run another version of the project)`,
+    );
+  }
+  const reporter = createReporter({ live: false });
+  const job = jobFromEnv();
+  try {
+    const result = await buildInstance({
+      instance: plan.instance,
+      key: plan.key,
+      parts: plan.parts,
+      forced: opts.force.includes(plan.instance.node) ||
+        opts.force.includes(plan.instance.kind.name),
+      inputs: inputRefsOf(plan.instance, pipeline, (id) => plan.upstreamKeys.get(id)!, store),
+      store,
+      results: opts.results,
+      backend,
+      seed,
+      executor: inProcessExecutor,
+      reporter,
+      signal: opts.signal,
+      ...(job ? { job } : {}),
+      jobAlive: slurmJobAlive,
+    });
+    switch (result.status) {
+      case "cached":
+        reporter.line(`cached  ${label} (${plan.key.slice(0, 12)}): built by another run`);
+        return 0;
+      case "ok":
+        reporter.event(label, "ok", `committed ${plan.key.slice(0, 12)}`);
+        return 0;
+      case "cancelled":
+        reporter.event(label, "failed", result.error);
+        return 130;
+      default:
+        reporter.event(label, "failed", result.error);
+        return 1;
+    }
+  } finally {
+    reporter.close();
+  }
+}
