@@ -4,7 +4,7 @@
 //
 //   extends: base.yaml                 # optional, relative to this file, or a list of files
 //   description: "..."
-//   defaults: { seed: 0, backend: wasm }
+//   defaults: { seed: 0, backend: wasm }  # seed: [0, 1, 2] runs every seeded node per seed
 //   steps:
 //     <node>: { kind: <step kind>, inputs: { <input>: <node> | [<node>, ...] }, params: {...} }
 //
@@ -15,18 +15,22 @@ import { z } from "zod";
 import { describeIssues, UserError } from "./errors.ts";
 
 const inputSpec = z.union([z.string().min(1), z.array(z.string().min(1))]);
+/** A seed, or a list of seeds to sweep (`seed: [0, 1, 2]`). */
+const seedSpec = z.union([z.number().int(), z.array(z.number().int()).min(1)]);
 
 const nodeSchema = z.object({
   kind: z.string().min(1),
   inputs: z.record(z.string(), inputSpec).default({}),
   params: z.record(z.string(), z.unknown()).default({}),
   description: z.string().optional(),
+  /** Seeds of this node's runs, instead of `defaults.seed`. */
+  seed: seedSpec.optional(),
 }).strict();
 
 const configSchema = z.object({
   description: z.string().optional(),
   defaults: z.object({
-    seed: z.number().int().optional(),
+    seed: seedSpec.optional(),
     backend: z.string().min(1).optional(),
   }).strict().default({}),
   steps: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/), nodeSchema),

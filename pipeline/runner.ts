@@ -142,7 +142,7 @@ export async function keyPartsOf(
     backend: kind.uses?.backend === false
       ? null
       : `${opts.backend}@${opts.backendVersion(opts.backend)}`,
-    seed: kind.uses?.seed === false ? null : opts.seed,
+    seed: kind.uses?.seed === false ? null : instance.seed ?? opts.seed,
   };
 }
 
@@ -267,7 +267,7 @@ export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
         store,
         results,
         backend: opts.backend,
-        seed: opts.seed,
+        seed: instance.seed ?? opts.seed,
         executor,
         reporter,
         signal,
