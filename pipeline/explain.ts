@@ -3,6 +3,7 @@
 // one names what changed (new, params changed, input changed, code changed, files
 // changed, backend changed, seed changed). Manifests are scanned only when a dry run asks.
 import type { KeyParts, Manifest, Store } from "./store.ts";
+import type { InputValue, StepKind } from "./step.ts";
 import { hashJson } from "./hash.ts";
 
 /** Key parts with the inputs unknown when an upstream instance has not been built yet. */
@@ -53,5 +54,24 @@ export class Explainer {
       }
     }
     return best && best.length ? best : ["new"];
+  }
+}
+
+/**
+ * " · <estimate>" from the step kind's `estimate` hook for a dry-run line, or "" when it
+ * has none. An estimate that fails says so instead of stopping the dry run.
+ */
+export async function estimateSuffix(
+  kind: StepKind,
+  params: unknown,
+  inputs: Record<string, InputValue> | null,
+  env: { backend: string; artifacts: string },
+): Promise<string> {
+  if (!kind.estimate) return "";
+  try {
+    const text = await kind.estimate(params, inputs, env);
+    return text ? ` · ${text}` : "";
+  } catch (e) {
+    return ` · no estimate (${String((e as Error).message ?? e).split("\n")[0]})`;
   }
 }

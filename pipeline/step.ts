@@ -115,6 +115,16 @@ export interface StepKind<P extends z.ZodType = z.ZodType> {
   version?: string;
   run(ctx: StepContext, params: z.infer<P>, inputs: Record<string, InputValue>): Promise<void>;
   /**
+   * For `--dry-run`: a one-line estimate of what running the instance costs (disk,
+   * time), or null. `inputs` is null while an upstream instance is not built; `env` has
+   * the run's backend and the artifacts folder (where earlier runs' measurements are).
+   */
+  estimate?(
+    params: z.infer<P>,
+    inputs: Record<string, InputValue> | null,
+    env: { backend: string; artifacts: string },
+  ): Promise<string | null>;
+  /**
    * Called after the instance is built or found in the cache, to copy its outputs
    * somewhere users look (e.g. plot -> artifacts/figures/<pipeline>/). `entryDir` is the
    * read-only cache entry; `artifactsDir` the artifacts root; `run.pipeline` the name the

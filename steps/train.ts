@@ -30,7 +30,12 @@ import {
   modelConfig,
   trainableNames,
 } from "../lm/model/gpt.ts";
-import { BACKEND_NAMES, type BackendName, setBackend } from "../lm/backend/backend.ts";
+import { BACKEND_NAMES, backendInfo, type BackendName, setBackend } from "../lm/backend/backend.ts";
+import { softwareAdapterWarning, takeWebgpuError } from "../lm/backend/webgpu.ts";
+import { TrainDisk } from "../lm/checkpoints/train_disk.ts";
+import { type CheckpointDtype } from "../lm/checkpoints/training_state.ts";
+import { describeEstimate, lastMeasured, writeRunManifest } from "../lm/train/estimate.ts";
+import { GPT2_VOCAB_SIZE } from "../lm/data/tokenizer.ts";
 import {
   accumulateGradients,
   AdamW,
@@ -59,6 +64,16 @@ const EmaParams = z.object({
   decay: z.number().gt(0).lt(1).default(0.9),
   /** Update every N steps (1: the paper's EMA; 1000: its "distant" EMA). */
   every: z.number().int().positive().default(1),
+}).strict();
+
+const OnlineLawaParams = z.object({
+  k: z.number().int().positive(),
+  /** Distance between window members, in training steps (a multiple of save_every; default save_every). */
+  nu: z.number().int().positive().optional(),
+  /** A window ends every `interval` training steps (a multiple of save_every; default save_every). */
+  interval: z.number().int().positive().optional(),
+  /** First training step a window may end at. */
+  start: z.number().int().nonnegative().default(0),
 }).strict();
 
 const SwaParams = z.object({
@@ -107,6 +122,12 @@ export const trainParams = z.object({
   swa: SwaParams.nullable().default(null),
   /** Testing hook: pretend the loss of this step (1-based) was NaN. */
   nan_at_step: z.number().int().positive().optional(),
+  /** Checkpoint storage: float32 (default) or bfloat16, half the disk (the resume state stays float32). */
+  checkpoint_dtype: z.enum(["float32", "bfloat16"]).optional(),
+  /** Keep every N-th saved checkpoint (and the last) in the series (default 1: all). */
+  keep_every: z.number().int().positive().optional(),
+  /** LAWA during training, written to lawa/ (lm/checkpoints/train_disk.ts); nu, interval in steps as for `average`. */
+  online_lawa: OnlineLawaParams.optional(),
 }).strict();
 
 export type TrainParams = z.infer<typeof trainParams>;
@@ -189,10 +210,19 @@ const LOG_FILE = "train_log.jsonl";
 
 /** One checkpoint series being written (original, ema or swa). */
 class SeriesWriter {
-  constructor(readonly dir: string, readonly info: SeriesInfo) {}
+  constructor(
+    readonly dir: string,
+    readonly info: SeriesInfo,
+    readonly dtype: CheckpointDtype = "float32",
+  ) {}
 
   /** A writer that continues what `dir` holds up to `upToStep` (from an interrupted run). */
-  static async open(dir: string, fresh: SeriesInfo, upToStep: number): Promise<SeriesWriter> {
+  static async open(
+    dir: string,
+    fresh: SeriesInfo,
+    upToStep: number,
+    dtype: CheckpointDtype = "float32",
+  ): Promise<SeriesWriter> {
     let info = fresh;
     try {
       const old = await readSeriesInfo(dir);
@@ -201,12 +231,12 @@ class SeriesWriter {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
     await writeSeriesInfo(dir, info);
-    return new SeriesWriter(dir, info);
+    return new SeriesWriter(dir, info, dtype);
   }
 
   async add(step: number, tokens: number, weights: Arrays, meta: Record<string, number>) {
     const file = checkpointFileName(step);
-    await writeCheckpoint(`${this.dir}/${file}`, weights, { step, tokens, ...meta });
+    await writeCheckpoint(`${this.dir}/${file}`, weights, { step, tokens, ...meta }, this.dtype);
     this.info.checkpoints = this.info.checkpoints.filter((c) => c.step !== step);
     this.info.checkpoints.push({ step, tokens, file });
     await writeSeriesInfo(this.dir, this.info);
@@ -262,7 +292,13 @@ export async function runTraining(
   tokensDir: string,
 ): Promise<void> {
   const meta = await readMeta(tokensDir);
-  const backend = await setBackend(params.backend ?? (ctx.backend as BackendName));
+  const backend = await setBackend(params.backend ?? (ctx.backend as BackendName), {
+    quiet: true,
+  });
+  const device = backendInfo();
+  ctx.progress.log(`train: backend ${device.name} ${device.version} on ${device.detail}`);
+  const deviceWarning = device.adapter ? softwareAdapterWarning(device.adapter) : null;
+  if (deviceWarning) ctx.progress.log(`train: ${deviceWarning}`);
   const cfg = modelConfig(params.preset, meta.vocab_size, params.model);
   const p = resolveTrainParams(params, cfg);
   const file = await openTokens(`${tokensDir}/${tokenFileName("train")}`, meta.dtype);
@@ -347,11 +383,22 @@ async function trainLoop(
     model,
     checkpoints: [],
   });
+  const dtype = p.checkpoint_dtype ?? "float32";
   const original = await SeriesWriter.open(
     `${ctx.outDir}/original`,
     seriesInfo("original", "original", {}),
     done,
+    dtype,
   );
+  const disk = new TrainDisk(ctx.outDir, {
+    save_every: p.save_every,
+    batch_tokens: p.batch_tokens,
+    steps: p.steps,
+    keep_every: p.keep_every ?? 1,
+    dtype,
+    online_lawa: p.online_lawa ?? null,
+  });
+  await disk.resume(done, original.dir, original.info);
   const emaSeries = p.ema
     ? await SeriesWriter.open(
       `${ctx.outDir}/ema`,
@@ -359,6 +406,7 @@ async function trainLoop(
         ...p.ema,
       }),
       done,
+      dtype,
     )
     : null;
   const swaSeries = p.swa
@@ -366,6 +414,7 @@ async function trainLoop(
       `${ctx.outDir}/swa`,
       seriesInfo(`SWA from step ${p.swa.start_step}`, "swa", { ...p.swa }),
       done,
+      dtype,
     )
     : null;
 
@@ -382,9 +431,14 @@ async function trainLoop(
     const current = await arraysOf(weights);
     const emaArrays = ema ? await arraysOf(ema.weights) : null;
     const swaArrays = swa && swa.count > 0 ? await arraysOf(swa.weights) : null;
-    await original.add(step, tokens, current, meta);
-    if (emaSeries && emaArrays) await emaSeries.add(step, tokens, emaArrays, meta);
-    if (swaSeries && swaArrays) await swaSeries.add(step, tokens, swaArrays, meta);
+    const kept = disk.isKept(step);
+    if (kept) {
+      await original.add(step, tokens, current, meta);
+      if (emaSeries && emaArrays) await emaSeries.add(step, tokens, emaArrays, meta);
+      if (swaSeries && swaArrays) await swaSeries.add(step, tokens, swaArrays, meta);
+    }
+    const keptPath = kept ? `${original.dir}/${checkpointFileName(step)}` : null;
+    await disk.afterSave(step, tokens, current, meta, keptPath, original.info);
     await saveTrainState(stateDir, {
       step,
       tokens,
@@ -439,6 +493,10 @@ async function trainLoop(
       }
       const normTensor = optimizer.update(grads, lr);
       const gradNorm = (await normTensor.data())[0];
+      const deviceError = takeWebgpuError();
+      if (deviceError) {
+        throw new Error(`train: a webgpu kernel failed at step ${s + 1}: ${deviceError}`);
+      }
       tf.dispose([normTensor, ...Object.values(grads)]);
       done = s + 1;
       if (ema && p.ema && done % p.ema.every === 0) ema.update(weights);
@@ -482,6 +540,15 @@ async function trainLoop(
     seed: ctx.seed,
     wall_s: elapsed(),
   }]);
+  await disk.finish(original.info);
+  await writeRunManifest(ctx.outDir, {
+    backend: backendInfo(),
+    model: cfg,
+    params: p,
+    status,
+    steps_done: done,
+    tokens_per_s: log.map((r) => r.tokens_per_s),
+  });
   await Deno.remove(stateDir, { recursive: true }).catch(() => {});
 }
 
@@ -502,5 +569,31 @@ export const trainStep = defineStep({
       );
     }
     await runTraining(ctx, params, (tokens as InputRef).dir);
+  },
+  /** Disk from the checkpoint plan, time from the last measured tokens/s on the backend. */
+  async estimate(params: TrainParams, inputs: Record<string, InputValue> | null, env) {
+    const tokens = inputs?.tokens;
+    let vocab: number | null = null;
+    if (tokens && !Array.isArray(tokens)) vocab = (await readMeta(tokens.dir)).vocab_size;
+    const cfg = modelConfig(params.preset, vocab ?? GPT2_VOCAB_SIZE, params.model);
+    const p = resolveTrainParams(params, cfg);
+    const backend = p.backend ?? env.backend;
+    const text = describeEstimate(
+      cfg,
+      {
+        steps: p.steps,
+        save_every: p.save_every,
+        batch_tokens: p.batch_tokens,
+        seq_len: p.seq_len,
+        keep_every: p.keep_every ?? 1,
+        dtype: p.checkpoint_dtype ?? "float32",
+        ema: p.ema !== null,
+        swa_start: p.swa?.start_step ?? null,
+        online_lawa: p.online_lawa ?? null,
+      },
+      backend,
+      await lastMeasured(env.artifacts, backend),
+    );
+    return vocab === null ? `${text} (vocabulary of ${GPT2_VOCAB_SIZE} assumed)` : text;
   },
 });

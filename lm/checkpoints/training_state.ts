@@ -10,7 +10,7 @@
 // The tensors are written first (atomically), then state.json is replaced atomically to
 // point at them, and only then are older state files removed: a crash at any moment
 // leaves a complete, consistent state (the old one or the new one).
-import { readSafetensorsF32, writeSafetensors } from "./safetensors.ts";
+import { type DType, encodeFloats, readSafetensorsF32, writeSafetensors } from "./safetensors.ts";
 import type { AdamWState, TensorArray } from "../train/optim.ts";
 
 export type Arrays = Record<string, TensorArray>;
@@ -58,15 +58,30 @@ export async function writeTextAtomic(path: string, text: string): Promise<void>
   await Deno.rename(tmp, path);
 }
 
-/** A model checkpoint: float32 tensors under their own names, metadata as strings. */
+/** How model checkpoints are stored: float32 (exact) or bfloat16 (half the disk). */
+export type CheckpointDtype = "float32" | "bfloat16";
+
+/** Bytes per stored number of a checkpoint dtype. */
+export function checkpointDtypeBytes(dtype: CheckpointDtype): number {
+  return dtype === "bfloat16" ? 2 : 4;
+}
+
+/**
+ * A model checkpoint: tensors under their own names, float32 or bfloat16 (rounded to
+ * nearest even, as torch's .to(torch.bfloat16)), metadata as strings. The resume state
+ * is always float32; bfloat16 is for the series that averaging and evaluation read.
+ */
 export async function writeCheckpoint(
   path: string,
   weights: Arrays,
   metadata: Record<string, string | number>,
+  dtype: CheckpointDtype = "float32",
 ): Promise<void> {
-  const tensors: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};
+  const tensors: Record<string, { dtype: DType; shape: number[]; data: ArrayBufferView }> = {};
   for (const [name, t] of Object.entries(weights)) {
-    tensors[name] = { dtype: "F32", shape: t.shape, data: t.data };
+    tensors[name] = dtype === "bfloat16"
+      ? { dtype: "BF16", shape: t.shape, data: encodeFloats(t.data, "BF16") }
+      : { dtype: "F32", shape: t.shape, data: t.data };
   }
   const meta: Record<string, string> = { format: "pt" }; // transformers refuses files without it
   for (const [k, v] of Object.entries(metadata)) meta[k] = String(v);
