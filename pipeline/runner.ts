@@ -5,14 +5,18 @@
 // signal: running steps see it, nothing new starts, no partial entry is left.
 import type { Instance } from "./expand.ts";
 import type { ExpandedPipeline } from "./expand.ts";
-import type { InputRef, InputValue, StepKind } from "./step.ts";
-import { cacheKey, type KeyParts, type Manifest, ROWS_DIR, type Store } from "./store.ts";
+import type { StepKind } from "./step.ts";
+import { cacheKey, type KeyParts, type Manifest, type Store } from "./store.ts";
 import type { ResultsDb, RunRecord } from "./results.ts";
-import { readRowFiles } from "./results.ts";
 import { Fingerprinter } from "./fingerprint.ts";
-import { type Executor, inProcessExecutor } from "./executor.ts";
-import { withFileLock } from "./lock.ts";
-import { createSink } from "./sink.ts";
+import {
+  type ClusterExecutor,
+  type ClusterResult,
+  type Executor,
+  inProcessExecutor,
+  isClusterExecutor,
+} from "./executor.ts";
+import { buildInstance, type BuildResult, errorText, inputRefsOf } from "./build.ts";
 import type { Reporter } from "./progress.ts";
 import { estimateSuffix, Explainer, type PartialKeyParts } from "./explain.ts";
 import { hashFile } from "./hash.ts";
@@ -51,7 +55,8 @@ export interface RunOptions {
   dryRun: boolean;
   reporter: Reporter;
   signal: AbortSignal;
-  executor?: Executor;
+  /** In-process by default; a ClusterExecutor builds each instance in a job. */
+  executor?: Executor | ClusterExecutor;
   fingerprinter?: Fingerprinter;
 }
 
@@ -84,10 +89,6 @@ class Pool {
     if (next) next();
     else this.#free++;
   }
-}
-
-function errorText(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }
 
 /** sha256 of every file under the given paths (folders walked, sorted), by path. */
@@ -141,7 +142,7 @@ export async function keyPartsOf(
     backend: kind.uses?.backend === false
       ? null
       : `${opts.backend}@${opts.backendVersion(opts.backend)}`,
-    seed: kind.uses?.seed === false ? null : opts.seed,
+    seed: kind.uses?.seed === false ? null : instance.seed ?? opts.seed,
   };
 }
 
@@ -157,29 +158,14 @@ export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
   const pool = new Pool(opts.jobs);
   await store.init();
   // Which entries already have their rows in results.duckdb (one short open).
+  results.onNotice = (message) => reporter.line(`warning: ${message}`);
   const loaded = opts.dryRun ? new Set<string>() : await results.loadedKeys();
 
   const outcomes = new Map<string, Promise<Outcome>>();
   const built = new Map<string, { key: string; digest: string; manifest: Manifest } | null>();
 
-  const inputRefs = (instance: Instance): Record<string, InputValue> => {
-    const refs: Record<string, InputValue> = {};
-    for (const [name, ids] of Object.entries(instance.inputs)) {
-      const toRef = (id: string): InputRef => {
-        const b = built.get(id)!;
-        const up = pipeline.byId.get(id)!;
-        return {
-          key: b.key,
-          step: up.kind.name,
-          node: up.node,
-          params: up.params,
-          dir: store.entryDir(b.key),
-        };
-      };
-      refs[name] = Array.isArray(ids) ? ids.map(toRef) : toRef(ids);
-    }
-    return refs;
-  };
+  const inputRefs = (instance: Instance) =>
+    inputRefsOf(instance, pipeline, (id) => built.get(id)!.key, store);
 
   const settle = async (instance: Instance): Promise<Outcome> => {
     const upstreamIds = Object.values(instance.inputs).flat();
@@ -221,7 +207,15 @@ export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
       return { instance, status: "would-run", key: null, reasons };
     }
     const key = cacheKey(parts as KeyParts);
-    const existing = await store.readManifest(key);
+    // Checked on every use (sizes and file stamps): a damaged entry is rebuilt, never used.
+    const found = await store.inspect(key);
+    const existing = found.state === "ok" ? found.manifest : null;
+    const damaged = found.state === "damaged"
+      ? `cache entry damaged (${found.reason}), ${opts.dryRun ? "would be rebuilt" : "rebuilt"}`
+      : null;
+    if (damaged && !opts.dryRun) {
+      reporter.line(`${instance.label} (${key.slice(0, 12)}): ${damaged}`);
+    }
 
     if (existing && !forced) {
       built.set(instance.id, { key, digest: existing.digest, manifest: existing });
@@ -229,7 +223,7 @@ export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
         await results.loadInstance(
           key,
           instance.kind.tables ?? {},
-          `${store.entryDir(key)}/${ROWS_DIR}`,
+          store.entryDir(key),
         );
       }
       if (opts.dryRun) reporter.line(`cached    ${instance.label} (${key.slice(0, 12)})`);
@@ -237,7 +231,11 @@ export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
       return { instance, status: "cached", key, manifest: existing };
     }
     if (opts.dryRun) {
-      const reasons = forced ? ["forced"] : await explainer.reasons(instance.node, parts);
+      const reasons = forced
+        ? ["forced"]
+        : damaged
+        ? [damaged]
+        : await explainer.reasons(instance.node, parts);
       const estimate = await estimateSuffix(instance.kind, instance.params, inputRefs(instance), {
         backend: opts.backend,
         artifacts: store.root,
@@ -268,95 +266,40 @@ export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
   ): Promise<Outcome> => {
     const kind: StepKind = instance.kind;
     const tables = kind.tables ?? {};
-    let run: RunRecord | null = null;
-    const outcome = await withFileLock(store.lockPath(key), async (): Promise<Outcome> => {
-      // Another process may have built it while this one waited for the lock.
-      const now = await store.readManifest(key);
-      if (now && !forced) {
-        built.set(instance.id, { key, digest: now.digest, manifest: now });
-        return { instance, status: "cached", key, manifest: now };
-      }
-      const outDir = await store.prepareWorkDir(key, kind.resumable === true);
-      reporter.event(instance.label, "running");
-      const started = new Date();
-      try {
-        await executor.execute({
-          kind,
-          params: instance.params,
-          inputs: inputRefs(instance),
-          ctx: {
-            key,
-            node: instance.node,
-            outDir,
-            backend: opts.backend,
-            seed: opts.seed,
-            results: createSink(kind.name, outDir, tables, results),
-            progress: reporter.progressFor(instance.label),
-            signal,
-          },
-        });
-        if (signal.aborted) throw new Error("cancelled (interrupted)");
-      } catch (e) {
-        if (!kind.resumable) await store.discardWorkDir(key);
-        const error = signal.aborted ? "cancelled (interrupted)" : errorText(e);
-        run = {
-          key,
-          step: kind.name,
-          node: instance.node,
-          params: instance.params,
-          status: "failed",
-          started,
-          duration_s: (Date.now() - started.getTime()) / 1000,
-          error,
-        };
-        reporter.event(instance.label, "failed", error);
-        return { instance, status: signal.aborted ? "cancelled" : "failed", key, error };
-      }
-      const finished = new Date();
-      const rows = await readRowFiles(`${outDir}/${ROWS_DIR}`);
-      const manifest = await store.commit(key, {
-        step: kind.name,
-        node: instance.node,
-        params: instance.params,
-        inputs: Object.fromEntries(
-          Object.entries(parts.inputs).map((
-            [n, v],
-          ) => [n, Array.isArray(v) ? v.map((x) => x.key) : v.key]),
-        ),
-        keyParts: parts,
-        started: started.toISOString(),
-        finished: finished.toISOString(),
-        duration_s: (finished.getTime() - started.getTime()) / 1000,
-        backend: opts.backend,
-        seed: opts.seed,
-        host: Deno.hostname(),
-        rows: Object.fromEntries(Object.entries(rows).map(([t, r]) => [t, r.length])),
-      });
-      built.set(instance.id, { key, digest: manifest.digest, manifest });
-      run = {
+    const result = isClusterExecutor(executor)
+      ? await executor.build({ instance, key, forced, reporter, signal })
+      : await buildInstance({
+        instance,
         key,
-        step: kind.name,
-        node: instance.node,
-        params: instance.params,
-        status: "ok",
-        started,
-        duration_s: manifest.duration_s,
-        error: null,
-      };
-      return { instance, status: "ok", key, manifest };
-    });
+        parts,
+        forced,
+        inputs: inputRefs(instance),
+        store,
+        results,
+        backend: opts.backend,
+        seed: instance.seed ?? opts.seed,
+        executor,
+        reporter,
+        signal,
+      });
+    const { outcome, run, detail } = outcomeOf(instance, key, result);
+    if (outcome.manifest) {
+      built.set(instance.id, { key, digest: outcome.manifest.digest, manifest: outcome.manifest });
+    }
+    if (outcome.status === "failed" || outcome.status === "cancelled") {
+      reporter.event(instance.label, "failed", outcome.error);
+    }
 
-    const record = run as RunRecord | null;
     try {
       if (outcome.status === "ok") {
-        await results.loadInstance(key, tables, `${store.entryDir(key)}/${ROWS_DIR}`, record!);
-        reporter.event(instance.label, "ok");
+        await results.loadInstance(key, tables, store.entryDir(key));
+        reporter.event(instance.label, "ok", detail);
       } else if (outcome.status === "cached") {
         if (!loaded.has(key)) {
-          await results.loadInstance(key, tables, `${store.entryDir(key)}/${ROWS_DIR}`);
+          await results.loadInstance(key, tables, store.entryDir(key));
         }
-      } else if (record) {
-        await results.recordRun(record);
+      } else if (run) {
+        await results.recordRun(run);
       }
       if ((outcome.status === "ok" || outcome.status === "cached") && kind.publish) {
         await kind.publish(store.entryDir(key), instance.params, store.root);
@@ -367,6 +310,38 @@ export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
       return { ...outcome, status: "failed", error };
     }
     return outcome;
+  };
+
+  const outcomeOf = (
+    instance: Instance,
+    key: string,
+    result: BuildResult | ClusterResult,
+  ): { outcome: Outcome; run: RunRecord | null; detail?: string } => {
+    const kind = instance.kind;
+    const detail = "detail" in result ? result.detail : undefined;
+    if (result.status === "cached") {
+      return { outcome: { instance, status: "cached", key, manifest: result.manifest }, run: null };
+    }
+    if (!("error" in result)) {
+      // Its `runs` row is read from the manifest when the entry is loaded.
+      return {
+        outcome: { instance, status: "ok", key, manifest: result.manifest },
+        run: null,
+        detail,
+      };
+    }
+    const base = { key, step_kind: kind.name, node: instance.node, params: instance.params };
+    const error = signal.aborted ? "cancelled (interrupted)" : result.error;
+    const started = "started" in result ? result.started : new Date();
+    const run: RunRecord = {
+      ...base,
+      status: "failed",
+      started,
+      duration_s: (Date.now() - started.getTime()) / 1000,
+      error,
+    };
+    const status = signal.aborted ? "cancelled" : "failed";
+    return { outcome: { instance, status, key, error }, run };
   };
 
   for (const instance of pipeline.instances) outcomes.set(instance.id, settle(instance));
