@@ -17,7 +17,7 @@ import { UserError } from "./errors.ts";
 import { Fingerprinter } from "./fingerprint.ts";
 import { didYouMean } from "./suggest.ts";
 import { chooseExecutor } from "./executors/select.ts";
-import { runInstance, RUN_INSTANCE_USAGE } from "./executors/run_instance.ts";
+import { RUN_INSTANCE_USAGE, runInstance } from "./executors/run_instance.ts";
 import {
   applyOverrides,
   type Override,
@@ -44,6 +44,7 @@ export interface CliOptions {
 const FLAGS = {
   jobs: { type: "string", short: "j" },
   "dry-run": { type: "boolean" },
+  verify: { type: "boolean" },
   force: { type: "string", multiple: true },
   set: { type: "string", multiple: true },
   backend: { type: "string" },
@@ -60,7 +61,7 @@ const FLAGS = {
 const USAGE = `usage:
   run <pipeline> [--jobs N] [--dry-run] [--force NODE|KIND]... [--set NODE.PARAM=VALUE]...
                  [--backend NAME] [--seed N | --seeds N] [--executor local|slurm]
-  status <pipeline> [--set NODE.PARAM=VALUE]... [--backend NAME] [--seed N | --seeds N]
+  status <pipeline> [--verify] [--set NODE.PARAM=VALUE]... [--backend NAME] [--seed N | --seeds N]
   gc [--dry-run]
   ${RUN_INSTANCE_USAGE}   (what a cluster job runs)
 common flags: --artifacts DIR (default $LAWA_ARTIFACTS or "artifacts"), --configs DIR (default "configs")
@@ -147,7 +148,11 @@ function checkBackend(name: string, where: string, known: readonly string[] | un
  * Backends are process-wide: an instance whose params pick another backend than the
  * run's would switch it under the instances running beside it.
  */
-function checkBackendOverrides(pipeline: ExpandedPipeline, backend: string, jobs: number): void {
+export function checkBackendOverrides(
+  pipeline: ExpandedPipeline,
+  backend: string,
+  jobs: number,
+): void {
   if (jobs <= 1) return;
   const other = pipeline.instances.find((i) =>
     typeof i.params.backend === "string" && i.params.backend !== backend
@@ -290,9 +295,9 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
       return await runInstance({ ...common, instance: values.instance, key: values.key, force });
     }
     if (command === "status") {
-      const status = await pipelineStatus(common);
+      const status = await pipelineStatus({ ...common, verify: values.verify === true });
       stdout(status.text);
-      return 0;
+      return status.damaged ? 1 : 0;
     }
 
     const force = (values.force ?? []).flatMap((f) => f.split(",")).filter((f) => f);
@@ -311,7 +316,13 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
       store,
       backend,
       seed,
-      cliArgs: (values.set ?? []).flatMap((s) => ["--set", s]),
+      // The jobs read the pipeline as this run did: same file, overrides, backend, seeds.
+      cliArgs: [
+        ...(values.set ?? []).flatMap((s) => ["--set", s]),
+        "--backend",
+        backend,
+        ...(values.seeds !== undefined ? ["--seeds", values.seeds] : ["--seed", String(seed)]),
+      ],
     });
     const jobs = intFlag("jobs", values.jobs, 1) ?? chosen.defaultJobs;
     // Each cluster job is its own process, with its own backend.

@@ -36,7 +36,11 @@ export function closest(name: string, candidates: Iterable<string>): string | un
     }
   }
   const allowed = Math.max(1, Math.floor(name.length / 3));
-  return bestDistance <= allowed ? best : undefined;
+  if (bestDistance <= allowed) return best;
+  // A name cut short (`delay` for `delay_ms`) is a typo too.
+  if (lower.length < 3) return undefined;
+  const [prefixed, ...others] = [...candidates].filter((c) => c.toLowerCase().startsWith(lower));
+  return others.length === 0 ? prefixed : undefined;
 }
 
 /** ` (did you mean "x"?)`, or "" when nothing is close. */

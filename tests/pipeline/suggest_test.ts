@@ -17,6 +17,8 @@ Deno.test("a typo gets the closest name; something unrelated gets none", () => {
   assert.equal(closest("batch-swep", pipelines), "batch-sweep");
   assert.equal(closest("Smoke", pipelines), "smoke");
   assert.equal(closest("figures-of-merit", pipelines), undefined);
+  assert.equal(closest("delay", ["delay_ms", "n"]), "delay_ms");
+  assert.equal(closest("ba", pipelines), undefined);
   assert.equal(didYouMean("wsam", ["wasm", "cpu"]), ` (did you mean "wasm"?)`);
   assert.equal(didYouMean("gpu", ["wasm", "tensorflow"]), "");
 });
