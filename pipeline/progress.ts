@@ -58,6 +58,7 @@ function formatCount(n: number): string {
   if (n >= 1e9) return `${(n / 1e9).toFixed(1)}G`;
   if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M`;
   if (n >= 1e4) return `${(n / 1e3).toFixed(1)}k`;
+  if (n >= 100) return String(Math.round(n));
   return String(Math.round(n * 100) / 100);
 }
 
