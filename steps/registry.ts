@@ -3,6 +3,7 @@
 import type { StepKind } from "../pipeline/step.ts";
 import { corpusStep } from "./corpus.ts";
 import { tokenizeStep } from "./tokenize.ts";
+import { tokensStep } from "./tokens.ts";
 import { trainStep } from "./train.ts";
 import { averageStep } from "./average.ts";
 import { evaluateStep } from "./evaluate.ts";
@@ -13,6 +14,7 @@ import { plotStep } from "./plot.ts";
 export const STEP_KINDS: StepKind[] = [
   corpusStep,
   tokenizeStep,
+  tokensStep,
   trainStep,
   averageStep,
   evaluateStep,
