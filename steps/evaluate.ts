@@ -11,12 +11,12 @@ import { defineStep, type InputRef, type InputValue, type Row } from "../pipelin
 import { listSeries, type SeriesInfo } from "../lm/checkpoints/series.ts";
 import { type BackendName, setBackend } from "../lm/backend/backend.ts";
 import {
-  configFromSeries,
   disposeWeights,
   evaluateWindows,
   type HeldOutDomain,
   loadCheckpoint,
   loadHeldOut,
+  modelConfigFromSeries,
   poolResults,
   scoreBatch,
 } from "../lm/eval/loss.ts";
@@ -29,7 +29,8 @@ import {
   type TaskType,
 } from "../lm/eval/zeroshot.ts";
 import { openTokens, readMeta, tokenFileName, type TokenMeta } from "../lm/data/windows.ts";
-import { type Tokenizer, tokenizerFromMeta, UNK_TEXT } from "../lm/data/tokenizer.ts";
+import { type Tokenizer, UNK_TEXT } from "../lm/data/tokenizer.ts";
+import { tokenizerForTokens } from "../lm/data/hf_tokenizer.ts";
 import {
   appendRows,
   DIVERSITY,
@@ -229,8 +230,12 @@ export const evaluateStep = defineStep({
     const domains = params.domains ?? meta.domains;
     const plans = found.map(({ dir, info }) => {
       const rel = relOf(dir);
-      const cfg = configFromSeries(info, `${seriesRef.node}/${rel}`);
-      if (cfg.vocab_size !== meta.vocab_size) {
+      const cfg = modelConfigFromSeries(info, `${seriesRef.node}/${rel}`);
+      // A Hugging Face tokenizer's ids may be fewer than the model's padded vocabulary.
+      const fits = meta.tokenizer.kind === "hf"
+        ? meta.vocab_size <= cfg.vocab_size
+        : meta.vocab_size === cfg.vocab_size;
+      if (!fits) {
         throw new Error(
           `evaluate: series ${rel} has vocab_size ${cfg.vocab_size} but the tokens have ${meta.vocab_size}`,
         );
@@ -257,7 +262,7 @@ export const evaluateStep = defineStep({
         );
       }
     }
-    const tok = params.zeroshot ? tokenizerFromMeta(meta) : null;
+    const tok = params.zeroshot ? await tokenizerForTokens(meta, tokensRef.dir) : null;
     const tasks = params.zeroshot && tok
       ? await loadTasks(params.zeroshot, tokensRef.dir, meta, tok, domains, plans[0].cfg.block_size)
       : [];

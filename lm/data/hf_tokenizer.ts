@@ -4,6 +4,8 @@
 // without added special tokens (a document is its own text; end-of-text ids are
 // appended by the caller).
 import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
+import { type Tokenizer, tokenizerFromMeta } from "./tokenizer.ts";
+import type { TokenMeta } from "./windows.ts";
 
 export interface HfTokenizerHandle {
   kind: "hf";
@@ -60,4 +62,11 @@ export function hfTokenizerFromJson(json: TokenizerJson, where: string): HfToken
     encode: (text) => tok.encode(text, { add_special_tokens: false }).ids,
     decode: (list) => tok.decode(Array.from(list)),
   };
+}
+
+/** The tokenizer a tokenize output used: tokenizer.json beside meta.json for kind "hf". */
+export async function tokenizerForTokens(meta: TokenMeta, dir: string): Promise<Tokenizer> {
+  if (meta.tokenizer.kind !== "hf") return tokenizerFromMeta(meta);
+  const file = typeof meta.tokenizer.file === "string" ? meta.tokenizer.file : "tokenizer.json";
+  return await loadHfTokenizer(`${dir}/${file}`);
 }

@@ -40,7 +40,7 @@ export const MIN_COMPACT_VOCAB = 1 + BYTE_IDS;
 export const UNK_TEXT = "<|unk|>";
 
 export interface Tokenizer {
-  kind: "gpt2" | "compact";
+  kind: "gpt2" | "compact" | "hf";
   vocabSize: number;
   eotId: number;
   /** null when every text is representable (always, except token outputs of the earlier layout). */

@@ -17,7 +17,7 @@ export interface TokenMeta {
   format: "tokens/1";
   vocab_size: number;
   dtype: TokenDtype;
-  tokenizer: { kind: "gpt2" | "compact"; [detail: string]: unknown };
+  tokenizer: { kind: "gpt2" | "compact" | "hf"; [detail: string]: unknown };
   /** Held-out domains, each with a `val-<domain>.bin`. */
   domains: string[];
   /** Tokens per file: { train: n, "val-<domain>": n }. */
