@@ -3,7 +3,8 @@
 // windows for every checkpoint, so curves compare). Forward-only and batched.
 //
 // Rows: `series` (one per series), `eval_loss` (per checkpoint and domain, plus 'all',
-// the token-weighted mean), `diversity` (argmax disagreement between consecutive
+// the token-weighted mean), `eval_windows` (the loss of every window, for paired
+// intervals), `diversity` (argmax disagreement between consecutive
 // checkpoints of a series, when asked), `zeroshot` (task metrics, when tasks are given)
 // and `spikes` (the largest single-checkpoint rise of the 'all' loss per series).
 import { z } from "zod";
@@ -35,6 +36,7 @@ import {
   appendRows,
   DIVERSITY,
   EVAL_LOSS,
+  EVAL_WINDOWS,
   type RowOf,
   SERIES,
   SPIKES,
@@ -64,8 +66,19 @@ const HeldOutLastWord = z.object({
 const Params = z.object({
   /** Window length (default: the model's block_size). */
   seq_len: z.number().int().positive().optional(),
-  /** Windows per held-out domain (evenly spaced over its val file). */
-  max_windows: z.number().int().positive().default(64),
+  /**
+   * Held-out tokens per evaluated checkpoint, summed over domains: each domain gets
+   * ceil(heldout_tokens / (domains × seq_len)) windows, evenly spaced over its val file
+   * (fewer if the file is shorter). 32,768 by default, enough to resolve gaps of ~0.01.
+   */
+  heldout_tokens: z.number().int().positive().default(32768),
+  /** Windows per held-out domain, instead of deriving them from heldout_tokens. */
+  max_windows: z.number().int().positive().optional(),
+  /**
+   * Score only checkpoints whose step is a multiple of this (every series of a pipeline
+   * with the same value is scored at the same steps). Default: every checkpoint.
+   */
+  step_every: z.number().int().positive().optional(),
   /** Windows per forward pass. */
   batch_size: z.number().int().positive().default(8),
   /**
@@ -128,6 +141,29 @@ export function seriesRow(seriesId: string, info: SeriesInfo, ref: InputRef): Ro
     backend,
     params: JSON.stringify(p),
   };
+}
+
+/** Windows per domain so that the domains together hold at least `tokens` tokens. */
+export function windowsPerDomain(tokens: number, domains: number, seqLen: number): number {
+  return Math.max(1, Math.ceil(tokens / (Math.max(1, domains) * seqLen)));
+}
+
+/** The checkpoints to score, in step order: all, or those at multiples of `every`. */
+export function scoredCheckpoints<C extends { step: number }>(
+  checkpoints: readonly C[],
+  every?: number,
+): C[] {
+  const sorted = [...checkpoints].sort((a, b) => a.step - b.step);
+  if (!every) return sorted;
+  const kept = sorted.filter((c) => c.step % every === 0);
+  if (kept.length === 0) {
+    throw new Error(
+      `evaluate: no checkpoint at a multiple of step_every ${every} (steps ${
+        sorted.map((c) => c.step).join(", ")
+      })`,
+    );
+  }
+  return kept;
 }
 
 /** The largest rise of a loss curve from one checkpoint to the next (null if < 2 points). */
@@ -208,7 +244,7 @@ export const evaluateStep = defineStep({
   // Zero-shot task files are read by path: their contents are part of the cache key.
   files: (params) => (params.zeroshot?.tasks ?? []).flatMap((t) => "path" in t ? [t.path] : []),
   inputs: ["series", "tokens"],
-  tables: tablesOf(SERIES, EVAL_LOSS, DIVERSITY, ZEROSHOT, SPIKES),
+  tables: tablesOf(SERIES, EVAL_LOSS, EVAL_WINDOWS, DIVERSITY, ZEROSHOT, SPIKES),
   async run(ctx, params, inputs) {
     const seriesRef = single(inputs.series, "series");
     const tokensRef = single(inputs.tokens, "tokens");
@@ -258,7 +294,12 @@ export const evaluateStep = defineStep({
       if (!heldOutBySeqLen.has(p.seqLen)) {
         heldOutBySeqLen.set(
           p.seqLen,
-          await loadHeldOut(tokensRef.dir, p.seqLen, params.max_windows, domains),
+          await loadHeldOut(
+            tokensRef.dir,
+            p.seqLen,
+            params.max_windows ?? windowsPerDomain(params.heldout_tokens, domains.length, p.seqLen),
+            domains,
+          ),
         );
       }
     }
@@ -270,7 +311,10 @@ export const evaluateStep = defineStep({
     const windowTokens = (h: HeldOutDomain[]) =>
       h.reduce((n, d) => n + d.windows.count * d.windows.seqLen, 0);
     const total = plans.reduce(
-      (n, p) => n + p.info.checkpoints.length * windowTokens(heldOutBySeqLen.get(p.seqLen)!),
+      (n, p) =>
+        n +
+        scoredCheckpoints(p.info.checkpoints, params.step_every).length *
+          windowTokens(heldOutBySeqLen.get(p.seqLen)!),
       0,
     );
     ctx.progress.start("evaluate", total, "tok");
@@ -281,7 +325,7 @@ export const evaluateStep = defineStep({
     for (const plan of plans) {
       appendRows(ctx.results, SERIES, [seriesRow(plan.id, plan.info, seriesRef)]);
       const heldOut = heldOutBySeqLen.get(plan.seqLen)!;
-      const checkpoints = [...plan.info.checkpoints].sort((a, b) => a.step - b.step);
+      const checkpoints = scoredCheckpoints(plan.info.checkpoints, params.step_every);
       const curve: { step: number; loss: number }[] = [];
       let previous: { step: number; predictions: Int32Array } | null = null;
 
@@ -296,6 +340,7 @@ export const evaluateStep = defineStep({
             const r = await evaluateWindows(plan.cfg, w, windows, {
               batchSize: params.batch_size,
               keepPredictions: params.diversity,
+              keepWindowSums: true,
               signal: ctx.signal,
               onBatch: (windowsDone) => {
                 const tokPerS = (base + windowsDone * windows.seqLen) /
@@ -308,6 +353,18 @@ export const evaluateStep = defineStep({
             });
             done = base + r.nTokens;
             parts.push({ domain, sumLoss: r.sumLoss, nTokens: r.nTokens });
+            appendRows(
+              ctx.results,
+              EVAL_WINDOWS,
+              Array.from(r.windowSums!, (sum, window) => ({
+                series_id: plan.id,
+                step: ck.step,
+                domain,
+                window,
+                loss: sum / windows.seqLen,
+                n_tokens: windows.seqLen,
+              })),
+            );
             if (r.predictions) predictions.push(r.predictions);
           }
           const all = poolResults(parts);

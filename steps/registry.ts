@@ -10,6 +10,8 @@ import { evaluateStep } from "./evaluate.ts";
 import { savingsStep } from "./savings.ts";
 import { lmcStep } from "./lmc.ts";
 import { plotStep } from "./plot.ts";
+import { intervalsStep } from "./intervals.ts";
+import { resultsStep } from "./results.ts";
 
 export const STEP_KINDS: StepKind[] = [
   corpusStep,
@@ -21,4 +23,6 @@ export const STEP_KINDS: StepKind[] = [
   savingsStep,
   lmcStep,
   plotStep,
+  intervalsStep,
+  resultsStep,
 ] as StepKind[];

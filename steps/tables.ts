@@ -189,6 +189,64 @@ export const LMC = defineTable({
   },
 });
 
+// ---------------------------------------------------------------------------------
+// Uncertainty
+
+export const EVAL_WINDOWS = defineTable({
+  name: "eval_windows",
+  writtenBy: ["evaluate"],
+  meaning: "held-out loss of every evaluation window, the unit the paired bootstrap resamples",
+  columns: {
+    series_id: col("VARCHAR", "the series (see `series`)"),
+    step: col("INTEGER", "training step of the checkpoint"),
+    domain: col("VARCHAR", "held-out domain of the window"),
+    window: col("INTEGER", "index of the window within its domain (same windows for every series)"),
+    loss: col("DOUBLE", "mean loss over the window's tokens (nats/token)"),
+    n_tokens: col("INTEGER", "tokens in the window"),
+  },
+});
+
+const intervalColumns = {
+  series_id: col("VARCHAR", "the averaged series, or pooled:<config> for a pool over seeds"),
+  label: col("VARCHAR", 'method label, e.g. "LAWA k=5 ν=2"'),
+  method: col("VARCHAR", "lawa / ema / swa"),
+  k: col("INTEGER", "LAWA: checkpoints per window"),
+  nu: col("INTEGER", "LAWA: spacing ν between window members (as in `series`)"),
+  lr: col("DOUBLE", "peak learning rate of the training run"),
+  steps_total: col("INTEGER", "length of the training run (steps)"),
+  preset: col("VARCHAR", "model preset of the training run"),
+  seed: col("INTEGER", "seed of the run; null for a pool over seeds"),
+  gap: col("DOUBLE", "held-out loss of the series minus its original's (nats/token)"),
+  lower: col("DOUBLE", "lower end of the 95% paired-bootstrap interval of gap"),
+  upper: col("DOUBLE", "upper end of the 95% paired-bootstrap interval of gap"),
+  n_windows: col("INTEGER", "evaluation windows per seed (all domains)"),
+  n_seeds: col("INTEGER", "seeds pooled (resampled first, then windows within each)"),
+} as const;
+
+export const GAP_INTERVALS = defineTable({
+  name: "gap_intervals",
+  writtenBy: ["intervals"],
+  meaning: "gap of each averaged series to its own original (same seed, windows, step), " +
+    "with a 95% paired-bootstrap interval",
+  columns: {
+    ...intervalColumns,
+    step: col("INTEGER", "training step (both series evaluated there)"),
+  },
+});
+
+export const GAP_MEANS = defineTable({
+  name: "gap_means",
+  writtenBy: ["intervals"],
+  meaning: "gap averaged over the evaluated steps from a fraction of the run on, " +
+    "with a 95% paired-bootstrap interval",
+  columns: {
+    ...intervalColumns,
+    from_step: col("INTEGER", "first evaluated step in the mean"),
+    to_step: col("INTEGER", "last evaluated step in the mean"),
+    n_steps: col("INTEGER", "evaluated steps in the mean"),
+  },
+});
+
 /** Every science results table, in the README's order. */
 export const RESULTS_TABLES: readonly ResultsTable[] = [
   TRAIN_LOG,
@@ -200,6 +258,9 @@ export const RESULTS_TABLES: readonly ResultsTable[] = [
   SPIKES,
   SAVINGS,
   LMC,
+  EVAL_WINDOWS,
+  GAP_INTERVALS,
+  GAP_MEANS,
 ];
 
 // ---------------------------------------------------------------------------------

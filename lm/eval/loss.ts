@@ -81,6 +81,8 @@ export interface WindowsResult {
   meanLoss: number;
   /** Argmax prediction per position, (count, seqLen), when asked for. */
   predictions: Int32Array | null;
+  /** Sum of cross-entropy over each window's positions (float64), when asked for. */
+  windowSums: Float64Array | null;
 }
 
 export interface EvaluateOptions {
@@ -88,6 +90,8 @@ export interface EvaluateOptions {
   batchSize: number;
   /** Keep the argmax predictions (for diversity). */
   keepPredictions?: boolean;
+  /** Keep each window's summed loss (for paired intervals over windows). */
+  keepWindowSums?: boolean;
   /** Called after each batch with windows done so far. */
   onBatch?: (windowsDone: number) => void;
   /** Stop early (throws) when aborted. */
@@ -107,6 +111,7 @@ export async function evaluateWindows(
     throw new Error(`evaluateWindows: batch size must be >= 1, got ${opts.batchSize}`);
   }
   const predictions = opts.keepPredictions ? new Int32Array(count * T) : null;
+  const windowSums = opts.keepWindowSums ? new Float64Array(count) : null;
   let sumLoss = 0;
   for (let start = 0; start < count; start += opts.batchSize) {
     if (opts.signal?.aborted) throw new Error("evaluation cancelled");
@@ -114,12 +119,17 @@ export async function evaluateWindows(
     const x = windows.x.subarray(start * T, (start + B) * T);
     const y = windows.y.subarray(start * T, (start + B) * T);
     const scores = await scoreBatch(cfg, w, x, y, B, T);
-    for (let i = 0; i < scores.nll.length; i++) sumLoss += scores.nll[i];
+    for (let b = 0; b < B; b++) {
+      let windowSum = 0;
+      for (let t = 0; t < T; t++) windowSum += scores.nll[b * T + t];
+      sumLoss += windowSum;
+      if (windowSums) windowSums[start + b] = windowSum;
+    }
     predictions?.set(scores.argmax, start * T);
     opts.onBatch?.(start + B);
   }
   const nTokens = count * T;
-  return { sumLoss, nTokens, meanLoss: sumLoss / nTokens, predictions };
+  return { sumLoss, nTokens, meanLoss: sumLoss / nTokens, predictions, windowSums };
 }
 
 /** Token-weighted mean of per-domain results (the 'all' domain). */

@@ -35,6 +35,7 @@ export const PRESETS: Record<string, Preset> = {
   "gpt2-large": { n_layer: 36, n_head: 20, n_embd: 1280, block_size: 1024, bias: false },
   // CPU-scale models for the default pipelines and tests.
   "cpu-tiny": { n_layer: 2, n_head: 2, n_embd: 32, block_size: 64, bias: false },
+  "cpu-micro": { n_layer: 2, n_head: 2, n_embd: 64, block_size: 64, bias: false },
   "cpu-small": { n_layer: 4, n_head: 4, n_embd: 128, block_size: 128, bias: false },
   "cpu-base": { n_layer: 6, n_head: 8, n_embd: 256, block_size: 256, bias: false },
 };
