@@ -56,13 +56,18 @@ export const tokensStep = defineStep({
       return;
     }
     const text = params.text!;
-    ctx.progress.start("tokens", 0, "doc");
-    const result = await streamTokenize(text.files, ctx.outDir, {
-      textField: text.text_field,
-      valEvery: text.val_every,
-      domain: text.domain,
-      maxTrainTokens: text.max_train_tokens,
-    }, (documents, tokens) => ctx.progress.update(documents, `${tokens} tokens`));
+    ctx.progress.start("tokens", text.files.length, "file");
+    const result = await streamTokenize(
+      text.files,
+      ctx.outDir,
+      {
+        textField: text.text_field,
+        valEvery: text.val_every,
+        domain: text.domain,
+        maxTrainTokens: text.max_train_tokens,
+      },
+      (files, documents, tokens) => ctx.progress.update(files, `${documents} docs, ${tokens} ids`),
+    );
     ctx.progress.log(
       `tokens: ${result.documents} documents -> ${result.meta.counts.train} train and ` +
         `${result.meta.counts[`val-${text.domain}`]} held-out GPT-2 ids`,

@@ -117,7 +117,7 @@ export async function streamTokenize(
   files: string[],
   outDir: string,
   opts: { textField?: string; valEvery: number; domain: string; maxTrainTokens?: number },
-  onProgress?: (documents: number, tokens: number) => void,
+  onProgress?: (filesDone: number, documents: number, tokens: number) => void,
 ): Promise<StreamResult> {
   const dtype = dtypeFor(GPT2_VOCAB_SIZE);
   const train = await TokenWriter.create(`${outDir}/${tokenFileName("train")}`, dtype);
@@ -125,7 +125,7 @@ export async function streamTokenize(
   const val = await TokenWriter.create(`${outDir}/${tokenFileName(valName)}`, dtype);
   let documents = 0;
   try {
-    for (const path of files) {
+    for (const [fileIndex, path] of files.entries()) {
       for await (const doc of streamDocuments(path, { textField: opts.textField })) {
         documents++;
         const ids = encodeGpt2(doc);
@@ -135,8 +135,9 @@ export async function streamTokenize(
           continue;
         }
         await (held ? val : train).push(ids);
-        if (documents % 1000 === 0) onProgress?.(documents, train.count + val.count);
+        if (documents % 1000 === 0) onProgress?.(fileIndex, documents, train.count + val.count);
       }
+      onProgress?.(fileIndex + 1, documents, train.count + val.count);
     }
   } finally {
     await train.close();

@@ -249,3 +249,46 @@ Deno.test("disk estimate: counts kept, EMA and online LAWA checkpoints", () => {
   assert.equal(naive.checkpoints, 700);
   assert.ok(naive.final > 300e9, `naive ${naive.final}`);
 });
+
+Deno.test("online LAWA with thinned bf16 checkpoints survives a kill and resume bit for bit", async () => {
+  const extra = {
+    online_lawa: { k: 3, nu: 2, interval: 2 },
+    keep_every: 3,
+    checkpoint_dtype: "bfloat16",
+  };
+  const straight = await train(extra);
+  const killed = await fakeContext(trainStep, { backend: "cpu", seed: 1 });
+  let resumed: Awaited<ReturnType<typeof fakeContext>> | null = null;
+  try {
+    const controller = new AbortController();
+    killed.signal = controller.signal;
+    const update = killed.progress.update;
+    killed.progress.update = (done, info) => {
+      update(done, info);
+      if (done === 9) controller.abort(); // the state of step 8 is on disk, step 9 is lost
+    };
+    await assert.rejects(
+      trainStep.run(killed, params(extra), { tokens: tokensRef }),
+      /cancelled at step 9/,
+    );
+    // Members of windows still to come wait in window/ (step 8 is not kept: 8/2 = 4).
+    assert.ok((await Deno.stat(`${killed.outDir}/window/step-000008.safetensors`)).isFile);
+    resumed = await fakeContext(trainStep, { backend: "cpu", seed: 1, outDir: killed.outDir });
+    await trainStep.run(resumed, params(extra), { tokens: tokensRef });
+    for (const series of ["original", "lawa"]) {
+      const a = await readSeriesInfo(`${straight.outDir}/${series}`);
+      const b = await readSeriesInfo(`${resumed.outDir}/${series}`);
+      assert.deepEqual(b.checkpoints, a.checkpoints, series);
+      for (const c of a.checkpoints) {
+        const x = await Deno.readFile(`${straight.outDir}/${series}/${c.file}`);
+        const y = await Deno.readFile(`${resumed.outDir}/${series}/${c.file}`);
+        assert.deepEqual(y, x, `${series}/${c.file} differs after the resume`);
+      }
+    }
+    await assert.rejects(() => Deno.stat(`${resumed!.outDir}/window`), Deno.errors.NotFound);
+  } finally {
+    await straight.dispose();
+    await resumed?.dispose();
+    await killed.dispose().catch(() => {});
+  }
+});
