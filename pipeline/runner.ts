@@ -44,7 +44,7 @@ export interface RunOptions {
   pipeline: ExpandedPipeline;
   store: Store;
   results: ResultsDb;
-  /** tfjs backend name, and how to get its version (both go into keys). */
+  /** Backend name, and what its numbers depend on (libraries, versions): both go into keys. */
   backend: string;
   backendVersion: (name: string) => string;
   seed: number;
