@@ -14,7 +14,10 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { describeIssues, UserError } from "./errors.ts";
 
-const inputSpec = z.union([z.string().min(1), z.array(z.string().min(1))]);
+const inputSpec = z.union([
+  z.string().min(1),
+  z.array(z.string().min(1)).min(1, "an empty list of input nodes"),
+]);
 /** A seed, or a list of seeds to sweep (`seed: [0, 1, 2]`). */
 const seedSpec = z.union([z.number().int(), z.array(z.number().int()).min(1)]);
 
@@ -33,7 +36,10 @@ const configSchema = z.object({
     seed: seedSpec.optional(),
     backend: z.string().min(1).optional(),
   }).strict().default({}),
-  steps: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/), nodeSchema),
+  steps: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/), nodeSchema).refine(
+    (steps) => Object.keys(steps).length > 0,
+    "no step nodes: a pipeline needs at least one",
+  ),
   /** Where instances run (pipeline/executors/slurm_config.ts checks it). */
   executor: z.record(z.string(), z.unknown()).optional(),
 }).strict();

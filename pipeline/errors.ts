@@ -108,3 +108,67 @@ export function stepErrorText(e: unknown, outDir: string): string {
   }
   return text;
 }
+
+/** Thrown by a step kind's `check` hook: what is wrong with which param. */
+export class ParamError extends Error {
+  override name = "ParamError";
+  constructor(readonly param: string, message: string) {
+    super(message);
+  }
+}
+
+/**
+ * Plan-time checks of one instance's params (after the schema): the step kind's own
+ * `check` hook, so that `--dry-run` finds what the step would only find once running.
+ * Errors name the node, the param and the sweep point.
+ */
+export function checkInstanceParams(
+  check: ((params: never) => void) | undefined,
+  params: Record<string, unknown>,
+  where: string,
+  point: Record<string, unknown> = {},
+): void {
+  if (!check) return;
+  try {
+    check(params as never);
+  } catch (e) {
+    const at = Object.keys(point).length
+      ? ` (at ${Object.entries(point).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(" ")})`
+      : "";
+    const text = e instanceof Error ? e.message : String(e);
+    const param = e instanceof ParamError ? `.${e.param}` : "";
+    throw new UserError(`${where}.params${param}: ${text}${at}`);
+  }
+}
+
+/**
+ * A node's params as written, before the schema: a non-finite number (YAML's `.nan`,
+ * `.inf`) is an error naming where it is (zod's own message reads "expected number, got
+ * number"), and so is an empty sweep list, which would silently drop the node and
+ * everything after it.
+ */
+export function checkParamValues(
+  params: Record<string, unknown>,
+  axes: readonly string[],
+  where: string,
+): void {
+  const visit = (value: unknown, path: PropertyKey[]): void => {
+    if (typeof value === "number" && !Number.isFinite(value)) {
+      throw new UserError(
+        `${where}.params.${formatPath(path)}: expected a finite number, got ${value}`,
+      );
+    }
+    if (Array.isArray(value)) value.forEach((v, i) => visit(v, [...path, i]));
+    else if (value !== null && typeof value === "object") {
+      for (const [k, v] of Object.entries(value)) visit(v, [...path, k]);
+    }
+  };
+  visit(params, []);
+  for (const axis of axes) {
+    if (Array.isArray(params[axis]) && params[axis].length === 0) {
+      throw new UserError(
+        `${where}.params.${axis}: an empty list; a sweep needs at least one value`,
+      );
+    }
+  }
+}

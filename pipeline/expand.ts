@@ -10,12 +10,7 @@
 import type { z } from "zod";
 import type { StepKind } from "./step.ts";
 import type { PipelineConfig } from "./config.ts";
-import {
-  checkInstanceParams,
-  checkParamValues,
-  describeIssues,
-  UserError,
-} from "./errors.ts";
+import { checkInstanceParams, checkParamValues, describeIssues, UserError } from "./errors.ts";
 import { hashJson } from "./hash.ts";
 import { didYouMean } from "./suggest.ts";
 

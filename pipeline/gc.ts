@@ -1,17 +1,24 @@
 // `gc [--dry-run]`: remove cache entries that no pipeline in the configs folder reaches,
-// plus work folders that no running process holds. Reachability is computed like a
-// dry run, for every config and every (backend, seed) that some entry was built with,
-// so entries made with `--backend` / `--seed` overrides are kept. A config that fails to
-// load stops gc: deleting on a partial view could lose wanted entries.
+// plus work folders that no running process holds and no config would resume.
+//
+// An entry is reachable when planning some config computes its key. Planning follows
+// `run`: instances in order, each key from its params, code and its inputs' digests; an
+// input whose entry is missing (removed by hand, damaged) gets the digest that its own
+// downstream manifests recorded for it, since rebuilding it reproduces it, so what `run`
+// would reuse is kept. Every (backend, seed) some entry was built with is planned too,
+// so entries made with `--backend` / `--seed` overrides are kept. The work folder of an
+// interrupted resumable step (training) is kept when a config reaches its key. A config
+// that fails to load stops gc: deleting on a partial view could lose wanted entries.
 import { expandPipeline } from "./expand.ts";
 import { loadConfig } from "./config.ts";
-import { runPipeline } from "./runner.ts";
+import { keyPartsOf } from "./runner.ts";
+import type { ExpandedPipeline } from "./expand.ts";
 import type { ResultsDb } from "./results.ts";
-import type { Store } from "./store.ts";
+import { cacheKey, type KeyParts, type Manifest, type Store } from "./store.ts";
 import type { StepKind } from "./step.ts";
 import { Fingerprinter } from "./fingerprint.ts";
 import { tryFileLock } from "./lock.ts";
-import { formatBytes, silentReporter } from "./status.ts";
+import { formatBytes } from "./status.ts";
 import { UserError } from "./errors.ts";
 
 export interface GcOptions {
@@ -43,17 +50,59 @@ async function configFiles(dir: string): Promise<string[]> {
   return files.sort();
 }
 
+interface Plan {
+  /** Keys planning computed (whether or not their entries exist). */
+  reachable: Set<string>;
+  /** Of those, the keys of resumable steps (their work folders hold progress). */
+  resumable: Set<string>;
+}
+
+/** Plan `pipeline` like `run` would, adding every key it computes to `plan`. */
+async function planKeys(
+  pipeline: ExpandedPipeline,
+  combo: { backend: string; seed: number },
+  opts: GcOptions,
+  digests: Map<string, string>,
+  fingerprinter: Fingerprinter,
+  plan: Plan,
+): Promise<void> {
+  const upstream = new Map<string, { key: string; digest: string } | null>();
+  const keyOpts = { ...combo, backendVersion: opts.backendVersion };
+  for (const instance of pipeline.instances) {
+    const parts = await keyPartsOf(instance, upstream, keyOpts, fingerprinter);
+    if (parts.inputs === null) {
+      upstream.set(instance.id, null); // an input no entry or manifest can vouch for
+      continue;
+    }
+    const key = cacheKey(parts as KeyParts);
+    plan.reachable.add(key);
+    if (instance.kind.resumable) plan.resumable.add(key);
+    const digest = digests.get(key);
+    upstream.set(instance.id, digest ? { key, digest } : null);
+  }
+}
+
 export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
   const { store } = opts;
   await store.init();
   const keys = await store.listKeys();
   const combos = new Map<string, { backend: string; seed: number }>();
+  // Each key's output digest: from its own manifest, or as its users recorded it.
+  const digests = new Map<string, string>();
+  const recorded = new Map<string, string>();
   for (const key of keys) {
-    const m = await store.readManifest(key).catch(() => null);
-    if (m) combos.set(`${m.backend}\u0000${m.seed}`, { backend: m.backend, seed: m.seed });
+    const m: Manifest | null = await store.readManifest(key);
+    if (!m) continue;
+    combos.set(`${m.backend}\u0000${m.seed}`, { backend: m.backend, seed: m.seed });
+    digests.set(key, m.digest);
+    for (const input of Object.values(m.keyParts?.inputs ?? {})) {
+      for (const ref of Array.isArray(input) ? input : [input]) recorded.set(ref.key, ref.digest);
+    }
   }
+  for (const [key, digest] of recorded) if (!digests.has(key)) digests.set(key, digest);
+
   const fingerprinter = new Fingerprinter();
-  const reachable = new Set<string>();
+  const plan: Plan = { reachable: new Set(), resumable: new Set() };
   for (const file of await configFiles(opts.configsDir)) {
     const config = await loadConfig(file);
     const asWritten = expandPipeline(config, opts.kinds);
@@ -66,23 +115,10 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
       const pipeline = i === 0 ? asWritten : expandPipeline(config, opts.kinds, {
         seeds: [combo.seed],
       });
-      const summary = await runPipeline({
-        pipeline,
-        store,
-        results: opts.results,
-        backend: combo.backend,
-        backendVersion: opts.backendVersion,
-        seed: combo.seed,
-        jobs: 1,
-        force: [],
-        dryRun: true,
-        reporter: silentReporter,
-        signal: new AbortController().signal,
-        fingerprinter,
-      });
-      for (const o of summary.outcomes) if (o.status === "cached" && o.key) reachable.add(o.key);
+      await planKeys(pipeline, combo, opts, digests, fingerprinter, plan);
     }
   }
+  const reachable = plan.reachable;
 
   const removed: GcReport["removed"] = [];
   const unreachable = keys.filter((k) => !reachable.has(k));
@@ -104,6 +140,7 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
   for (const [parent, why] of [[store.tmpDir, "stale work folder"], [store.trashDir, "trash"]]) {
     for await (const e of Deno.readDir(parent)) {
       const path = `${parent}/${e.name}`;
+      if (parent === store.tmpDir && plan.resumable.has(e.name)) continue; // resumes there
       const release = parent === store.tmpDir
         ? await tryFileLock(store.lockPath(e.name))
         : () => {};
@@ -117,6 +154,13 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
     }
   }
   if (forgotten.length) await opts.results.forgetInstances(forgotten);
+  if (!opts.dryRun) {
+    const left = new Set(await store.listKeys());
+    for await (const e of Deno.readDir(store.stampsDir)) {
+      const key = e.name.replace(/\.json$/, "");
+      if (!left.has(key)) await store.dropStamps(key);
+    }
+  }
 
   const total = removed.reduce((s, r) => s + r.bytes, 0);
   const verb = opts.dryRun ? "would remove" : "removed";

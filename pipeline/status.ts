@@ -1,5 +1,7 @@
 // `status <pipeline>`: one line per instance, whether it is in the cache, its size and
 // how long it took. Computed like a dry run (keys from the digests of built inputs).
+// `--verify` rehashes every output of every cached instance; a damaged entry is marked
+// so that the next run rebuilds it.
 import { type RunOptions, runPipeline } from "./runner.ts";
 import { formatDuration, type Reporter } from "./progress.ts";
 
@@ -20,32 +22,48 @@ export function formatBytes(n: number): string {
   return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
 }
 
+export interface StatusRow {
+  label: string;
+  /** "cached", "missing", "missing (inputs not built)" or "damaged (<why>)". */
+  state: string;
+  key: string;
+  bytes: number;
+  duration_s: number | null;
+}
+
 /** Rows of the status table, and the text to print. */
 export async function pipelineStatus(
-  opts: Omit<RunOptions, "dryRun" | "reporter" | "force" | "jobs">,
-): Promise<
-  {
-    rows: { label: string; state: string; key: string; bytes: number; duration_s: number | null }[];
-    text: string;
-  }
-> {
+  opts: Omit<RunOptions, "dryRun" | "reporter" | "force" | "jobs"> & { verify?: boolean },
+): Promise<{ rows: StatusRow[]; damaged: number; text: string }> {
+  const { verify, ...runOpts } = opts;
   const summary = await runPipeline({
-    ...opts,
+    ...runOpts,
     dryRun: true,
     force: [],
     jobs: 1,
     reporter: silentReporter,
   });
-  const rows = summary.outcomes.map((o) => {
+  const rows: StatusRow[] = [];
+  for (const o of summary.outcomes) {
     const m = o.manifest;
-    return {
+    let state = o.status === "cached" ? "cached" : o.key ? "missing" : "missing (inputs not built)";
+    const damage = o.reasons?.find((r) => r.startsWith("cache entry damaged"));
+    if (damage) state = `damaged (${damage.replace(/^cache entry damaged \((.*)\).*$/, "$1")})`;
+    if (verify && o.status === "cached" && o.key) {
+      const found = await opts.store.inspect(o.key, { full: true });
+      if (found.state === "damaged") {
+        state = `damaged (${found.reason})`;
+        await opts.store.markDamaged(o.key, found.reason);
+      }
+    }
+    rows.push({
       label: o.instance.label,
-      state: o.status === "cached" ? "cached" : o.key ? "missing" : "missing (inputs not built)",
+      state,
       key: o.key ? o.key.slice(0, 12) : "-",
       bytes: m ? Object.values(m.outputs).reduce((s, f) => s + f.bytes, 0) : 0,
       duration_s: m ? m.duration_s : null,
-    };
-  });
+    });
+  }
   const header = ["instance", "state", "key", "size", "duration"];
   const table = [
     header,
@@ -62,6 +80,11 @@ export async function pipelineStatus(
     row.map((cell, c) => cell.padEnd(widths[c])).join("  ").trimEnd()
   );
   const cached = rows.filter((r) => r.state === "cached").length;
-  lines.push(`${cached} of ${rows.length} instances cached`);
-  return { rows, text: lines.join("\n") };
+  const damaged = rows.filter((r) => r.state.startsWith("damaged")).length;
+  lines.push(
+    `${cached} of ${rows.length} instances cached` +
+      (verify ? `, every output rehashed` : "") +
+      (damaged ? `; ${damaged} damaged (the next run rebuilds them)` : ""),
+  );
+  return { rows, damaged, text: lines.join("\n") };
 }

@@ -87,6 +87,12 @@ export interface StepKind<P extends z.ZodType = z.ZodType> {
   module: string;
   /** Zod schema of params; defaults are applied before hashing. */
   params: P;
+  /**
+   * Checks of params the schema cannot express (one against another, against a preset,
+   * a memory bound), run while planning, `--dry-run` included, so that a bad value
+   * fails before anything runs. Throws (a ParamError from errors.ts names the param).
+   */
+  check?(params: z.infer<P>): void;
   /** Names of the inputs it takes. Optional inputs end with "?". */
   inputs: string[];
   /** Results tables it appends to. */

@@ -17,8 +17,10 @@ import {
   encodeGpt2,
   GPT2_EOT_ID,
   GPT2_VOCAB_SIZE,
+  MIN_COMPACT_VOCAB,
   toCompactIds,
 } from "../lm/data/tokenizer.ts";
+import { ParamError } from "../pipeline/errors.ts";
 
 export const tokenizeParams = z.object({
   /** "gpt2": GPT-2's 50257 ids. "compact": vocab_size ids remapped from GPT-2 with a byte fallback (lm/data/tokenizer.ts). */
@@ -96,6 +98,27 @@ export const tokenizeStep = defineStep({
   uses: { backend: false, seed: false },
   params: tokenizeParams,
   inputs: ["corpus"],
+  // While planning (`--dry-run` too): the vocabulary size run() would reject.
+  check(params) {
+    const size = params.vocab_size;
+    if (params.tokenizer === "gpt2" && size !== undefined && size !== GPT2_VOCAB_SIZE) {
+      throw new ParamError(
+        "vocab_size",
+        `${size} does not apply to tokenizer gpt2 (always ${GPT2_VOCAB_SIZE}); use tokenizer: compact`,
+      );
+    }
+    const compact = size ?? DEFAULT_COMPACT_VOCAB;
+    if (
+      params.tokenizer === "compact" &&
+      (compact < MIN_COMPACT_VOCAB || compact > GPT2_VOCAB_SIZE)
+    ) {
+      throw new ParamError(
+        "vocab_size",
+        `expected an integer from ${MIN_COMPACT_VOCAB} to ${GPT2_VOCAB_SIZE} for the compact ` +
+          `tokenizer (end-of-text + 256 bytes + merged tokens), got ${compact}`,
+      );
+    }
+  },
   async run(ctx, params, inputs) {
     const corpusDir = corpusInput(inputs).dir;
     const compact = params.tokenizer === "compact";

@@ -36,6 +36,7 @@ import { TrainDisk } from "../lm/checkpoints/train_disk.ts";
 import { type CheckpointDtype } from "../lm/checkpoints/training_state.ts";
 import { describeEstimate, lastMeasured, writeRunManifest } from "../lm/train/estimate.ts";
 import { GPT2_VOCAB_SIZE } from "../lm/data/tokenizer.ts";
+import { ParamError } from "../pipeline/errors.ts";
 import {
   accumulateGradients,
   AdamW,
@@ -165,8 +166,8 @@ export function resolveTrainParams(p: TrainParams, cfg: GPTConfig): ResolvedTrai
   let micro = p.micro_batch;
   if (micro === undefined) {
     micro = 1;
-    for (let d = 1; d <= rows; d++) {
-      if (rows % d === 0 && d * seqLen <= DEFAULT_MICRO_TOKENS) micro = d;
+    for (let d = 1; d <= rows && d * seqLen <= DEFAULT_MICRO_TOKENS; d++) {
+      if (rows % d === 0) micro = d;
     }
   }
   if (rows % micro !== 0) {
@@ -190,6 +191,59 @@ export function resolveTrainParams(p: TrainParams, cfg: GPTConfig): ResolvedTrai
     };
   }
   return { ...p, min_lr: minLr, micro_batch: micro, seq_len: seqLen, n_micro: rows / micro, swa };
+}
+
+/**
+ * What run() would reject, found while planning (`--dry-run` too): an unknown preset,
+ * bad model sizes, warmup >= steps, a batch that micro-batches do not divide, and a
+ * step that cannot fit in memory: its token windows (8 bytes a token, allocated at
+ * once) plus the weights with their gradients and AdamW moments (16 bytes a weight,
+ * GPT-2's vocabulary assumed) must fit in the machine's memory.
+ */
+export function checkTrainParams(
+  params: TrainParams,
+  memoryBytes = Deno.systemMemoryInfo().total,
+): void {
+  const fail = (e: unknown, param: string): never => {
+    throw new ParamError(
+      param,
+      String((e as Error).message).replace(/^(train|model config): /, ""),
+    );
+  };
+  let cfg: GPTConfig;
+  try {
+    cfg = modelConfig(params.preset, GPT2_VOCAB_SIZE, params.model);
+  } catch (e) {
+    return fail(e, /unknown model preset/.test(String(e)) ? "preset" : "model");
+  }
+  const weights = 12 * cfg.n_layer * cfg.n_embd ** 2 +
+    (cfg.vocab_size + cfg.block_size) * cfg.n_embd;
+  const needed = 8 * params.batch_tokens + 16 * weights;
+  if (needed > memoryBytes) {
+    const gib = (n: number) => `${(n / 2 ** 30).toFixed(n < 2 ** 30 ? 2 : 0)} GiB`;
+    const param = 8 * params.batch_tokens > 16 * weights ? "batch_tokens" : "preset";
+    throw new ParamError(
+      param,
+      `one training step needs at least ${gib(needed)} of memory (${params.batch_tokens} ` +
+        `tokens of windows, ${weights} weights with gradients and AdamW state), more than ` +
+        `this machine's ${gib(memoryBytes)}`,
+    );
+  }
+  try {
+    resolveTrainParams(params, cfg);
+  } catch (e) {
+    const text = String(e);
+    return fail(
+      e,
+      /warmup/.test(text)
+        ? "warmup"
+        : /micro_batch/.test(text)
+        ? "micro_batch"
+        : /block_size/.test(text)
+        ? "seq_len"
+        : "batch_tokens",
+    );
+  }
 }
 
 interface LogRow {
@@ -559,6 +613,7 @@ export const trainStep = defineStep({
   inputs: ["tokens"],
   tables: tablesOf(TRAIN_LOG, TRAIN_RUNS),
   resumable: true,
+  check: (params: TrainParams) => checkTrainParams(params),
   async run(ctx: StepContext, params: TrainParams, inputs: Record<string, InputValue>) {
     const tokens = inputs.tokens;
     if (!tokens || Array.isArray(tokens)) {
