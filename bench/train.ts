@@ -1,20 +1,22 @@
 // Training speed: tokens/s of a full step (forward, backward, Adam update) of lm/model/gpt.ts
-// on a tfjs backend, beside the same model and batch in PyTorch on the same machine in
-// the same run, and where the tfjs step spends its time, per kernel.
+// on a tfjs backend against the same model and batch in PyTorch, at equal threads: 1
+// against 1, and all cores against all cores. Each side is measured in the same run,
+// alternating step by step (a PyTorch worker process waits on stdin), so that noise from
+// other processes hits both alike. Then where the tfjs step spends its time, per kernel.
 //
 //   deno run --allow-all bench/train.ts [--backend wasm|cpu|webgpu] [--preset cpu-small]
-//       [--vocab 8192] [--seq 128] [--tokens 4096] [--steps 3] [--no-torch] [--no-profile]
+//       [--vocab 8192] [--seq 128] [--tokens 4096] [--steps 5] [--threads 1,2]
+//       [--no-torch] [--no-profile]
 //
-// PyTorch is Debian's python3-torch (1.13) at /usr/bin/python3 with 2 threads; without an
-// optimised BLAS it runs ~18x slower, so the bench installs libopenblas0-pthread when it
-// is missing (and says so) and prints the BLAS torch reports.
-//
-// What to expect on a 2-core x86 machine (cpu-small, vocab 8192, 4096 tokens/step):
-// tfjs-wasm on 1 thread ~1,700-1,800 tok/s against PyTorch's ~4,300 (ratio ~0.4); with
-// TFJS_WASM_THREADS=1 on an idle machine ~2,600. About 75% of the step is XNNPACK
-// matmuls (the tied output head alone ~40%), which run at 20-40 GFLOP/s per thread.
+// Threads: the wasm backend's matrix products run in the native BLAS (lm/backend/blas.ts),
+// whose thread count is set per measurement; the rest of the wasm graph runs on one
+// thread. PyTorch is Debian's python3-torch at /usr/bin/python3 with
+// torch.set_num_threads; without an optimised BLAS it runs ~18x slower, so the bench
+// installs libopenblas0-pthread when it is missing (and says so) and prints the BLAS
+// torch reports.
 import * as tf from "@tensorflow/tfjs-core";
 import { backendInfo, type BackendName, setBackend } from "../lm/backend/backend.ts";
+import { activeBlas } from "../lm/backend/wasm_blas.ts";
 import { initWeights, meanLoss, modelConfig, trainableNames } from "../lm/model/gpt.ts";
 
 const PYTHON = "/usr/bin/python3";
@@ -26,18 +28,21 @@ interface Args {
   seq: number;
   tokens: number;
   steps: number;
+  threads: number[];
   torch: boolean;
   profile: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
+  const cores = Math.max(1, navigator.hardwareConcurrency || 1);
   const args: Args = {
     backend: "wasm",
     preset: "cpu-small",
     vocab: 8192,
     seq: 128,
     tokens: 4096,
-    steps: 3,
+    steps: 5,
+    threads: cores > 1 ? [1, cores] : [1],
     torch: true,
     profile: true,
   };
@@ -54,7 +59,12 @@ function parseArgs(argv: string[]): Args {
     else if (flag === "--seq") args.seq = Number(value());
     else if (flag === "--tokens") args.tokens = Number(value());
     else if (flag === "--steps") args.steps = Math.max(3, Number(value()));
-    else if (flag === "--no-torch") args.torch = false;
+    else if (flag === "--threads") {
+      args.threads = value().split(",").map((t) => t === "all" ? cores : Number(t));
+      if (!args.threads.every((t) => Number.isInteger(t) && t >= 1)) {
+        throw new Error(`bench/train: --threads takes positive integers, e.g. 1,${cores}`);
+      }
+    } else if (flag === "--no-torch") args.torch = false;
     else if (flag === "--no-profile") args.profile = false;
     else throw new Error(`bench/train: unknown flag ${flag}`);
   }
@@ -86,7 +96,8 @@ function batch(B: number, T: number, V: number, seed: number): { x: Int32Array; 
   return { x, y };
 }
 
-async function benchTfjs(a: Args): Promise<{ times: number[]; profile: string[] }> {
+/** One tfjs training step as a timed function, and its clean-up. */
+function tfjsStep(a: Args): { step: () => Promise<number>; dispose: () => void } {
   const cfg = modelConfig(a.preset, a.vocab, { block_size: Math.max(a.seq, 1) });
   const B = a.tokens / a.seq;
   const w = initWeights(cfg, 0);
@@ -96,50 +107,56 @@ async function benchTfjs(a: Args): Promise<{ times: number[]; profile: string[] 
   const idx = tf.tensor2d(x, [B, a.seq], "int32");
   const targets = tf.tensor2d(y, [B, a.seq], "int32");
   const step = async () => {
+    const t0 = performance.now();
     const loss = optimizer.minimize(() => meanLoss(cfg, w, idx, targets), true, vars)!;
     const value = (await loss.data())[0];
     loss.dispose();
     if (!Number.isFinite(value)) throw new Error(`bench/train: loss became ${value}`);
+    return (performance.now() - t0) / 1000;
   };
-  await step(); // warm-up: kernel set-up, optimizer slots
-  const times: number[] = [];
-  for (let i = 0; i < a.steps; i++) {
-    const t0 = performance.now();
-    await step();
-    times.push((performance.now() - t0) / 1000);
-  }
-  const profile: string[] = [];
-  if (a.profile) {
-    const info = await tf.profile(async () => await step());
-    const byKernel = new Map<string, number>();
-    let total = 0;
-    for (const k of info.kernels) {
-      const ms = typeof k.kernelTimeMs === "number" ? k.kernelTimeMs : 0;
-      byKernel.set(k.name, (byKernel.get(k.name) ?? 0) + ms);
-      total += ms;
-    }
-    const top = [...byKernel.entries()].sort((p, q) => q[1] - p[1]).slice(0, 12);
-    for (const [name, ms] of top) {
-      profile.push(
-        `${name.padEnd(22)} ${ms.toFixed(0).padStart(7)} ms  ${
-          (100 * ms / total).toFixed(1).padStart(5)
-        } %`,
-      );
-    }
-    profile.push(`${"(all kernels)".padEnd(22)} ${total.toFixed(0).padStart(7)} ms`);
-  }
-  optimizer.dispose();
-  tf.dispose([idx, targets, ...Object.values(w)]);
-  return { times, profile };
+  return {
+    step,
+    dispose: () => {
+      optimizer.dispose();
+      tf.dispose([idx, targets, ...Object.values(w)]);
+    },
+  };
 }
 
-/** The same GPT-2 and Adam step in plain PyTorch; prints one JSON line. */
-const TORCH_SCRIPT = String.raw`
-import json, math, sys, time
+/** Kernel time of one step, matrix products summed under one line, as printable rows. */
+async function profileStep(step: () => Promise<number>): Promise<string[]> {
+  const info = await tf.profile(async () => await step());
+  const byKernel = new Map<string, number>();
+  let total = 0;
+  for (const k of info.kernels) {
+    // tf.customGrad's "forward" wraps kernels that are listed on their own too.
+    if (k.name === "forward") continue;
+    const ms = typeof k.kernelTimeMs === "number" ? k.kernelTimeMs : 0;
+    const name = k.name === "BatchMatMul" || k.name === "_FusedMatMul" ? "matmul (all)" : k.name;
+    byKernel.set(name, (byKernel.get(name) ?? 0) + ms);
+    total += ms;
+  }
+  const rows = [...byKernel.entries()].sort((p, q) => q[1] - p[1]).slice(0, 10).map((
+    [name, ms],
+  ) =>
+    `${name.padEnd(16)} ${ms.toFixed(0).padStart(6)} ms ${
+      (100 * ms / total).toFixed(1).padStart(5)
+    } %`
+  );
+  rows.push(`${"(all kernels)".padEnd(16)} ${total.toFixed(0).padStart(6)} ms`);
+  return rows;
+}
+
+/**
+ * The same GPT-2 and Adam step in plain PyTorch, as a worker: prints one JSON line of
+ * set-up facts, then answers each stdin line "threads N" (set, reply) or "step" (one
+ * timed step, reply with its seconds).
+ */
+const TORCH_WORKER = String.raw`
+import json, math, os, re, sys, time
 import torch
 import torch.nn.functional as F
-L, H, C, V, T, TOK, STEPS = [int(a) for a in sys.argv[1:8]]
-torch.set_num_threads(2)
+L, H, C, V, T, TOK = [int(a) for a in sys.argv[1:7]]
 torch.manual_seed(0)
 B = TOK // T
 def p(*shape, std=0.02):
@@ -169,18 +186,77 @@ def step():
     opt.zero_grad(set_to_none=True)
     loss = loss_fn(idx, tgt); loss.backward(); opt.step()
     return float(loss)
-step()
-times = []
-for _ in range(STEPS):
-    t0 = time.perf_counter(); step(); times.append(time.perf_counter() - t0)
-import re
 blas = re.findall(r"(BLAS_INFO=[^,]*|LAPACK_INFO=[^,]*)", torch.__config__.show())
-try:
-    blas.append("libblas.so.3 -> " + __import__("os").path.realpath("/usr/lib/x86_64-linux-gnu/libblas.so.3"))
-except Exception:
-    pass
-print(json.dumps({"times": times, "torch": torch.__version__, "threads": torch.get_num_threads(), "blas": blas}))
+lib = "/usr/lib/x86_64-linux-gnu/libblas.so.3"
+if os.path.exists(lib):
+    blas.append("libblas.so.3 -> " + os.path.realpath(lib))
+print(json.dumps({"torch": torch.__version__, "blas": blas}), flush=True)
+for line in sys.stdin:
+    cmd = line.split()
+    if cmd[0] == "threads":
+        torch.set_num_threads(int(cmd[1]))
+        print(json.dumps({"threads": torch.get_num_threads()}), flush=True)
+    elif cmd[0] == "step":
+        t0 = time.perf_counter(); step()
+        print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
 `;
+
+/** A PyTorch worker process driven line by line. */
+class TorchWorker {
+  private lines: AsyncIterator<string>;
+  private constructor(
+    private child: Deno.ChildProcess,
+    private stdin: WritableStreamDefaultWriter<Uint8Array>,
+    private script: string,
+  ) {
+    this.lines = child.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(lineSplitter())
+      [Symbol.asyncIterator]();
+  }
+
+  static async start(a: Args, L: number, H: number, C: number): Promise<TorchWorker> {
+    const script = await Deno.makeTempFile({ suffix: ".py" });
+    await Deno.writeTextFile(script, TORCH_WORKER);
+    const child = new Deno.Command(PYTHON, {
+      args: [script, ...[L, H, C, a.vocab, a.seq, a.tokens].map(String)],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    return new TorchWorker(child, child.stdin.getWriter(), script);
+  }
+
+  async reply(): Promise<Record<string, unknown>> {
+    const next = await this.lines.next();
+    if (next.done) throw new Error("the PyTorch worker exited (its error is above)");
+    return JSON.parse(next.value);
+  }
+
+  async ask(command: string): Promise<Record<string, unknown>> {
+    await this.stdin.write(new TextEncoder().encode(`${command}\n`));
+    return await this.reply();
+  }
+
+  async close(): Promise<void> {
+    await this.stdin.close().catch(() => {});
+    await this.child.status;
+    await Deno.remove(this.script).catch(() => {});
+  }
+}
+
+function lineSplitter(): TransformStream<string, string> {
+  let buffer = "";
+  return new TransformStream({
+    transform(chunk, controller) {
+      buffer += chunk;
+      const parts = buffer.split("\n");
+      buffer = parts.pop()!;
+      for (const line of parts) if (line.trim()) controller.enqueue(line);
+    },
+    flush(controller) {
+      if (buffer.trim()) controller.enqueue(buffer);
+    },
+  });
+}
 
 async function ensureOpenBlas(): Promise<string> {
   const probe = await new Deno.Command("dpkg", {
@@ -201,31 +277,7 @@ async function ensureOpenBlas(): Promise<string> {
     : "libopenblas0-pthread missing and could not be installed: PyTorch runs on the reference BLAS";
 }
 
-async function benchTorch(a: Args, L: number, H: number, C: number): Promise<
-  { times: number[]; torch: string; threads: number; blas: string[] } | null
-> {
-  const script = await Deno.makeTempFile({ suffix: ".py" });
-  try {
-    await Deno.writeTextFile(script, TORCH_SCRIPT);
-    const out = await new Deno.Command(PYTHON, {
-      args: [script, ...[L, H, C, a.vocab, a.seq, a.tokens, a.steps].map(String)],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    if (!out.success) {
-      console.log(
-        `PyTorch baseline failed: ${new TextDecoder().decode(out.stderr).trim().split("\n").pop()}`,
-      );
-      return null;
-    }
-    return JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").pop()!);
-  } catch (e) {
-    console.log(`PyTorch baseline unavailable (${PYTHON}): ${(e as Error).message}`);
-    return null;
-  } finally {
-    await Deno.remove(script);
-  }
-}
+const rate = (tokens: number, seconds: number) => (tokens / seconds).toFixed(0).padStart(6);
 
 async function main(): Promise<void> {
   const a = parseArgs(Deno.args);
@@ -234,41 +286,66 @@ async function main(): Promise<void> {
   const cfg = modelConfig(a.preset, a.vocab);
   console.log(
     `model: ${a.preset} (${cfg.n_layer} layers, ${cfg.n_head} heads, width ${cfg.n_embd}), vocab ${a.vocab}, ` +
-      `seq ${a.seq}, ${a.tokens} tokens/step (batch ${
-        a.tokens / a.seq
-      }), ${a.steps} timed steps after 1 warm-up`,
+      `seq ${a.seq}, ${a.tokens} tokens/step (batch ${a.tokens / a.seq}); per thread count: ` +
+      `1 warm-up step each side, then ${a.steps} steps each, alternating tfjs and PyTorch`,
   );
   console.log(`tfjs backend: ${be.name} ${be.version} (${info.detail})`);
-  const tfjs = await benchTfjs(a);
-  const ts = stats(tfjs.times);
-  console.log(
-    `tfjs-${be.name}: step min ${ts.min.toFixed(3)} s, median ${ts.median.toFixed(3)} s -> ` +
-      `${(a.tokens / ts.min).toFixed(0)} tok/s (best), ${
-        (a.tokens / ts.median).toFixed(0)
-      } tok/s (median)`,
-  );
-  if (tfjs.profile.length > 0) {
-    console.log(`where one tfjs-${be.name} step spends its time (kernel time, top 12):`);
-    for (const line of tfjs.profile) console.log(`  ${line}`);
+  let torch: TorchWorker | null = null;
+  if (a.torch) {
+    console.log(await ensureOpenBlas());
+    torch = await TorchWorker.start(a, cfg.n_layer, cfg.n_head, cfg.n_embd);
+    const facts = await torch.reply() as { torch: string; blas: string[] };
+    console.log(`PyTorch ${facts.torch}, ${facts.blas.join("; ") || "BLAS unknown"}`);
   }
-  if (!a.torch) return;
-  console.log(await ensureOpenBlas());
-  const torch = await benchTorch(a, cfg.n_layer, cfg.n_head, cfg.n_embd);
-  if (!torch) return;
-  const tt = stats(torch.times);
-  console.log(
-    `PyTorch ${torch.torch}, ${torch.threads} threads, ${torch.blas.join("; ") || "BLAS unknown"}`,
-  );
-  console.log(
-    `pytorch: step min ${tt.min.toFixed(3)} s, median ${tt.median.toFixed(3)} s -> ` +
-      `${(a.tokens / tt.min).toFixed(0)} tok/s (best), ${
-        (a.tokens / tt.median).toFixed(0)
-      } tok/s (median)`,
-  );
-  console.log(
-    `ratio tfjs-${be.name} / pytorch (tokens/s): ${(tt.min / ts.min).toFixed(2)} (best), ` +
-      `${(tt.median / ts.median).toFixed(2)} (median)`,
-  );
+  const blas = activeBlas();
+  if (!blas) {
+    console.log(
+      `(tfjs threads are fixed when the backend starts: ${info.threads}; the thread counts ` +
+        `below apply to PyTorch only)`,
+    );
+  }
+  const tfjs = tfjsStep(a);
+  const summary: string[] = [];
+  try {
+    for (const threads of a.threads) {
+      const inEffect = blas ? blas.setThreads(threads) : info.threads;
+      if (torch) await torch.ask(`threads ${threads}`);
+      await tfjs.step(); // warm-up: kernel set-up, optimizer slots, BLAS buffers
+      if (torch) await torch.ask("step");
+      const mine: number[] = [], theirs: number[] = [];
+      for (let i = 0; i < a.steps; i++) {
+        mine.push(await tfjs.step());
+        if (torch) theirs.push((await torch.ask("step")).seconds as number);
+      }
+      const m = stats(mine);
+      const label = `${threads} thread(s)`;
+      console.log(`\n${label}: tfjs-${be.name} BLAS threads ${inEffect}`);
+      console.log(
+        `  tfjs-${be.name}: step min ${m.min.toFixed(3)} s, median ${m.median.toFixed(3)} s -> ` +
+          `${rate(a.tokens, m.min)} tok/s (best), ${rate(a.tokens, m.median)} tok/s (median)`,
+      );
+      if (torch) {
+        const t = stats(theirs);
+        console.log(
+          `  pytorch:   step min ${t.min.toFixed(3)} s, median ${t.median.toFixed(3)} s -> ` +
+            `${rate(a.tokens, t.min)} tok/s (best), ${rate(a.tokens, t.median)} tok/s (median)`,
+        );
+        const line = `ratio tfjs-${be.name} / pytorch at ${label}: ${
+          (t.min / m.min).toFixed(2)
+        } (best), ${(t.median / m.median).toFixed(2)} (median)`;
+        console.log(`  ${line}`);
+        summary.push(line);
+      }
+      if (a.profile) {
+        console.log(`  where one tfjs-${be.name} step spends its time (kernel time, top 10):`);
+        for (const row of await profileStep(tfjs.step)) console.log(`    ${row}`);
+      }
+    }
+  } finally {
+    tfjs.dispose();
+    await torch?.close();
+  }
+  if (summary.length > 0) console.log(`\n${summary.join("\n")}`);
 }
 
 if (import.meta.main) {

@@ -219,15 +219,20 @@ export async function setBackend(
 
 /**
  * What a backend's numbers depend on, for cache keys: its name, the tfjs package
- * version and, for wasm, the native BLAS its products run in (library, version and CPU
- * kernel set; see the README for what is bit-identical where). Synchronous, and needs
- * no started backend; looking the BLAS up opens it once per process.
+ * version and, for wasm, the native BLAS its products run in: library, version, CPU
+ * kernel set and thread count (OpenBLAS's Haswell kernels round differently at
+ * different thread counts; see the README for what is bit-identical where).
+ * Synchronous, and needs no started backend; looking the BLAS up opens it once.
  */
 export function backendIdentity(name: string): string {
   switch (name) {
     case "wasm": {
       const { blas } = findBlas();
-      return blas ? `wasm ${version_wasm} + ${blasLabel(blas)}` : `wasm ${version_wasm}`;
+      return blas
+        ? `wasm ${version_wasm} + ${blasLabel(blas)}${
+          blas.threads > 0 ? `, ${blas.threads} thread(s)` : ""
+        }`
+        : `wasm ${version_wasm}`;
     }
     case "cpu":
       return `cpu ${version_cpu}`;

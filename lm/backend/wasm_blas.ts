@@ -6,8 +6,10 @@
 // on Float32Array views of the operands' bytes in the wasm heap: no copies, and no
 // explicit transposes, since sgemm takes the flags. The views are made after the output
 // is allocated and nothing allocates during the calls, so the heap cannot move under
-// the BLAS. Anything else (other dtypes, partial broadcasting, fused activations other
-// than linear / relu) goes to the kernel registered before (lm/backend/wasm_fast.ts's).
+// the BLAS. Fused activations are applied in place after the product (which also fixes
+// tfjs-wasm 4.22's own _FusedMatMul, wrong with a batched left operand and an activation
+// other than linear). Anything else (other dtypes, partial broadcasting, prelu) goes to
+// the kernel registered before (lm/backend/wasm_fast.ts's).
 import * as tf from "@tensorflow/tfjs-core";
 import type { Blas } from "./blas.ts";
 
@@ -163,6 +165,26 @@ function blasBatchMatMul(original: KernelFn, args: KernelArgs): Info {
   return out;
 }
 
+/** Fused activations, in place, as tfjs defines them (prelu is left to tfjs). */
+const ACTIVATIONS: Record<string, (x: Float32Array, alpha: number) => void> = {
+  linear: () => {},
+  relu: (x) => {
+    for (let i = 0; i < x.length; i++) if (x[i] < 0) x[i] = 0;
+  },
+  relu6: (x) => {
+    for (let i = 0; i < x.length; i++) x[i] = Math.min(Math.max(x[i], 0), 6);
+  },
+  elu: (x) => {
+    for (let i = 0; i < x.length; i++) if (x[i] < 0) x[i] = Math.expm1(x[i]);
+  },
+  sigmoid: (x) => {
+    for (let i = 0; i < x.length; i++) x[i] = 1 / (1 + Math.exp(-x[i]));
+  },
+  leakyrelu: (x, alpha) => {
+    for (let i = 0; i < x.length; i++) if (x[i] < 0) x[i] *= alpha;
+  },
+};
+
 function blasFusedMatMul(original: KernelFn, args: KernelArgs): Info {
   const be = asWasm(args.backend);
   const blas = active;
@@ -173,12 +195,15 @@ function blasFusedMatMul(original: KernelFn, args: KernelArgs): Info {
     preluActivationWeights?: Info;
   };
   const { tA, tB } = flags(args.attrs);
-  const activation = (args.attrs as { activation?: string } | undefined)?.activation ?? "linear";
+  const { activation = "linear", leakyreluAlpha = 0.2 } = (args.attrs ?? {}) as {
+    activation?: string;
+    leakyreluAlpha?: number;
+  };
   const p = blas && be ? plan(a, b, tA, tB) : null;
   const biasSize = bias ? product(bias.shape) : 0;
+  const act = ACTIVATIONS[activation];
   if (
-    !p || !be || !blas || preluActivationWeights ||
-    (activation !== "linear" && activation !== "relu") ||
+    !p || !be || !blas || preluActivationWeights || !act ||
     (bias && (bias.dtype !== "float32" || (biasSize !== p.N && biasSize !== 1) ||
       (bias.shape.length > 0 && bias.shape[bias.shape.length - 1] !== biasSize)))
   ) {
@@ -199,9 +224,7 @@ function blasFusedMatMul(original: KernelFn, args: KernelArgs): Info {
     }
   }
   run(blas, heap, p, at(be, a), at(be, b), o, tA, tB, bias ? 1 : 0);
-  if (activation === "relu") {
-    for (let i = o; i < o + total; i++) if (heap[i] < 0) heap[i] = 0;
-  }
+  if (activation !== "linear") act(heap.subarray(o, o + total), leakyreluAlpha);
   return out;
 }
 

@@ -1,6 +1,7 @@
-// Tests of lm/backend/backend.ts and lm/backend/wasm_fast.ts: backends start and report themselves, and
-// the re-registered wasm BatchMatMul gives the same numbers as the cpu backend for every
-// transpose / batch combination the model and its gradients use.
+// Tests of lm/backend/backend.ts and lm/backend/wasm_fast.ts: backends start and report
+// themselves, and the re-registered wasm BatchMatMul (without a BLAS) gives the same
+// numbers as the cpu backend for every transpose / batch combination the model and its
+// gradients use.
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { backendInfo, setBackend } from "../../../lm/backend/backend.ts";
@@ -70,10 +71,11 @@ const CASES: { a: number[]; b: number[]; tA: boolean; tB: boolean }[] = [
   { a: [4, 6, 6], b: [4, 6, 5], tA: true, tB: false }, // attention gradient
 ];
 
+// The wasm kernels of wasm_fast.ts (the BLAS path, when a BLAS is found, is blas_test.ts's).
 Deno.test("wasm BatchMatMul equals cpu for every transpose and batch layout", async () => {
   const results: Record<string, Float32Array[]> = { cpu: [], wasm: [] };
   for (const backend of ["cpu", "wasm"] as const) {
-    await setBackend(backend, { quiet: true });
+    await setBackend(backend, { quiet: true, blas: false });
     for (const [i, c] of CASES.entries()) {
       const a = tf.tensor(values(c.a.reduce((p, q) => p * q), 2 * i + 1), c.a);
       const b = tf.tensor(values(c.b.reduce((p, q) => p * q), 2 * i + 2), c.b);
@@ -102,7 +104,7 @@ Deno.test("wasm BatchMatMul equals cpu for every transpose and batch layout", as
 });
 
 Deno.test("wasm BatchMatMul frees its temporaries", async () => {
-  await setBackend("wasm", { quiet: true });
+  await setBackend("wasm", { quiet: true, blas: false });
   const a = tf.tensor(values(2 * 40 * 3, 9), [2, 40, 3]);
   const b = tf.tensor(values(40 * 2, 10), [40, 2]);
   const bytesBefore = tf.memory().numBytes;
