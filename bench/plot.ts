@@ -4,7 +4,7 @@
 import { fakeContext } from "../tests/helpers/fake_ctx.ts";
 import { PlotParams, plotStep } from "../steps/plot.ts";
 import { evaluateStep } from "../steps/evaluate.ts";
-import { figureById, type FigureResult, FigureScope } from "../report/figures.ts";
+import { figureById, type FigureResult, FigureScope } from "../report/figures/index.ts";
 import { BASE_CONFIG, svgToPng, vegaLiteToSvg } from "../report/render.ts";
 import type { InputRef, TableSchema } from "../pipeline/step.ts";
 

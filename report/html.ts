@@ -2,7 +2,7 @@
 // the params that made each one. The SVGs are embedded inline (no Vega runtime, no
 // script at all), so the page works offline and fetches nothing.
 // Also the markdown / HTML renderings of tables, written beside the figures.
-import type { Cell, SeriesMeta, TableData } from "./figures.ts";
+import type { Cell, SeriesMeta, TableData } from "./figures/index.ts";
 
 /** One upstream instance the plot read, as shown under each figure. */
 export interface ReportInput {
@@ -10,6 +10,8 @@ export interface ReportInput {
   step: string;
   node: string;
   params: Record<string, unknown>;
+  /** The series it evaluated, by label (e.g. "LAWA k=5 ν=4 · seed 0"), when known. */
+  series?: string[];
 }
 
 export interface ReportFigure {
@@ -42,16 +44,20 @@ export function escapeHtml(s: string): string {
     .replaceAll('"', "&quot;");
 }
 
-function formatCell(v: Cell): string {
+/** A cell as text: numbers with the column's decimals (else up to 6 significant digits). */
+function formatCell(v: Cell, decimals?: number | null): string {
   if (v === null) return "–";
+  if (typeof v === "number" && decimals !== undefined && decimals !== null) {
+    return v.toFixed(decimals).replace(/^-/, "−");
+  }
   if (typeof v === "number" && !Number.isInteger(v)) return String(Number(v.toPrecision(6)));
   return String(v);
 }
 
-/** A column is right-aligned when its cells are numbers. */
+/** A column is right-aligned when its cells are numbers (or "mean ± sd" text). */
 function isNumericColumn(t: TableData, i: number): boolean {
   const first = t.rows.map((r) => r[i]).find((c) => c !== null);
-  return typeof first === "number";
+  return typeof first === "number" || (typeof first === "string" && /^[−-]?\d/.test(first));
 }
 
 /** A GitHub-flavoured markdown table. */
@@ -60,7 +66,7 @@ export function tableToMarkdown(t: TableData): string {
   const lines = [
     `| ${t.columns.map(esc).join(" | ")} |`,
     `|${t.columns.map((_, i) => (isNumericColumn(t, i) ? " ---: " : " --- ")).join("|")}|`,
-    ...t.rows.map((r) => `| ${r.map((c) => esc(formatCell(c))).join(" | ")} |`),
+    ...t.rows.map((r) => `| ${r.map((c, i) => esc(formatCell(c, t.decimals?.[i]))).join(" | ")} |`),
   ];
   return lines.join("\n") + "\n" + (t.note ? `\n${t.note}\n` : "");
 }
@@ -68,9 +74,11 @@ export function tableToMarkdown(t: TableData): string {
 /** An HTML table (numbers right-aligned). */
 export function tableToHtml(t: TableData): string {
   const head = t.columns.map((c) => `<th>${escapeHtml(c)}</th>`).join("");
+  const numeric = (c: Cell) =>
+    typeof c === "number" || (typeof c === "string" && /^[−-]?\d/.test(c));
   const body = t.rows.map((r) =>
-    "<tr>" + r.map((c) =>
-      `<td${typeof c === "number" ? ' class="num"' : ""}>${escapeHtml(formatCell(c))}</td>`
+    "<tr>" + r.map((c, i) =>
+      `<td${numeric(c) ? ' class="num"' : ""}>${escapeHtml(formatCell(c, t.decimals?.[i]))}</td>`
     ).join("") + "</tr>"
   ).join("\n");
   const note = t.note ? `<p class="note">${escapeHtml(t.note)}</p>` : "";
@@ -93,7 +101,17 @@ export function inlineSvg(svg: string, figureId: string): string {
 function seriesTable(series: SeriesMeta[]): string {
   if (series.length === 0) return "";
   return tableToHtml({
-    columns: ["series", "method", "k", "ν", "lr", "batch tokens", "series id", "evaluated by"],
+    columns: [
+      "series",
+      "method",
+      "k",
+      "ν (steps)",
+      "lr",
+      "batch tokens",
+      "seed",
+      "series id",
+      "evaluated by",
+    ],
     rows: series.map((s) => [
       s.display,
       s.method,
@@ -101,10 +119,22 @@ function seriesTable(series: SeriesMeta[]): string {
       s.nu,
       s.lr,
       s.batch_tokens,
+      s.seed,
       s.series_id,
       s.instance_key.slice(0, 12),
     ]),
   });
+}
+
+/** What an instance is, in a few words: the series it evaluated (method, k, ν, lr, seed). */
+function whatItIs(input: ReportInput | undefined): string {
+  if (!input) return "";
+  if (input.series?.length) return input.series.join("; ");
+  const p = input.params;
+  const bits = ["method", "k", "nu", "lr", "batch_tokens", "steps"]
+    .filter((k) => p[k] !== undefined && typeof p[k] !== "object")
+    .map((k) => `${k === "nu" ? "ν" : k}=${p[k]}`);
+  return bits.join(" ");
 }
 
 function inputsFor(keys: string[], inputs: ReportInput[]): string {
@@ -113,10 +143,11 @@ function inputsFor(keys: string[], inputs: ReportInput[]): string {
     const params = input ? JSON.stringify(input.params, null, 1) : "(not a direct input)";
     return `<tr><td><code>${escapeHtml(k.slice(0, 12))}</code></td>` +
       `<td>${escapeHtml(input ? `${input.node} (${input.step})` : "")}</td>` +
-      `<td><pre>${escapeHtml(params)}</pre></td></tr>`;
+      `<td>${escapeHtml(whatItIs(input))}</td>` +
+      `<td><details><summary>params</summary><pre>${escapeHtml(params)}</pre></details></td></tr>`;
   });
-  return `<table><thead><tr><th>instance</th><th>node (step)</th><th>params</th></tr></thead>` +
-    `<tbody>${rows.join("\n")}</tbody></table>`;
+  return `<table><thead><tr><th>instance</th><th>node (step)</th><th>what it is</th>` +
+    `<th>params</th></tr></thead><tbody>${rows.join("\n")}</tbody></table>`;
 }
 
 function figureSection(f: ReportFigure, inputs: ReportInput[]): string {
@@ -124,7 +155,13 @@ function figureSection(f: ReportFigure, inputs: ReportInput[]): string {
   return `<section id="${escapeHtml(f.id)}">
 <h2>${escapeHtml(f.title)} <small>${escapeHtml(f.id)} · paper: ${escapeHtml(f.paper)}</small></h2>
 <p>${escapeHtml(f.description)}</p>
-${f.svg ? `<figure>${inlineSvg(f.svg, f.id)}</figure>` : ""}
+${
+    f.svg
+      ? `<figure><a href="${escapeHtml(f.id)}.svg" title="open the figure full size">${
+        inlineSvg(f.svg, f.id)
+      }</a><figcaption>Click the figure to open it full size.</figcaption></figure>`
+      : ""
+  }
 ${f.note ? `<p class="note">${escapeHtml(f.note)}</p>` : ""}
 ${
     f.table
@@ -148,7 +185,8 @@ h2 small{font-weight:normal;color:#777;font-size:.75em}
 table{border-collapse:collapse;margin:.5em 0;font-size:.85em}
 td,th{border:1px solid #ddd;padding:2px 6px;vertical-align:top}td.num{text-align:right}
 pre{margin:0;font-size:.9em;white-space:pre-wrap}.note,.files{color:#666;font-size:.85em}
-nav a{margin-right:.8em}`;
+nav a{margin-right:.8em}figure{margin:.5em 0}figcaption{color:#888;font-size:.75em}
+figure a{display:block;overflow-x:auto}details.inputs{margin-top:2em;border-top:1px solid #ddd;padding-top:1em}`;
 
 /** The whole report page. */
 export function buildReport(spec: ReportSpec): string {
@@ -173,8 +211,9 @@ export function buildReport(spec: ReportSpec): string {
 <nav>${nav}</nav>
 ${spec.figures.map((f) => figureSection(f, spec.inputs)).join("\n")}
 ${skipped}
-<h2>All inputs</h2>
+<details class="inputs"><summary><b>All inputs</b> (${spec.inputs.length} instances; which k/ν each is)</summary>
 ${inputsFor(spec.inputs.map((i) => i.key), spec.inputs)}
+</details>
 </body>
 </html>
 `;

@@ -8,10 +8,11 @@
 // verify a PNG without an image-decoding dependency.
 import * as vega from "vega";
 import * as vegaLite from "vega-lite";
+import type { Config, TopLevelSpec } from "vega-lite";
 import { Resvg } from "@resvg/resvg-js";
 
-/** A Vega-Lite spec as plain JSON (the library's own type is too deep to build by hand). */
-export type VegaLiteSpec = Record<string, unknown>;
+/** A Vega-Lite spec, typed by vega-lite itself. */
+export type VegaLiteSpec = TopLevelSpec;
 
 export const FONT_FAMILY = "DejaVu Sans";
 const FONT_FILES = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf"];
@@ -70,11 +71,11 @@ export async function findFonts(dirs?: string[]): Promise<string[]> {
 }
 
 /** Settings every chart shares: the font resvg has, a white background, readable sizes. */
-export const BASE_CONFIG: Record<string, unknown> = {
+export const BASE_CONFIG: Config = {
   font: FONT_FAMILY,
   background: "white",
   axis: { labelFontSize: 11, titleFontSize: 12, labelLimit: 320 },
-  legend: { labelFontSize: 11, titleFontSize: 12, labelLimit: 400 },
+  legend: { labelFontSize: 11, titleFontSize: 12, labelLimit: 400, titleLimit: 400 },
   header: { labelFontSize: 12, titleFontSize: 12 },
   title: { fontSize: 14, anchor: "start" },
   view: { stroke: "#ddd" },
@@ -84,10 +85,9 @@ export const BASE_CONFIG: Record<string, unknown> = {
 export async function vegaLiteToSvg(spec: VegaLiteSpec): Promise<string> {
   const withConfig = {
     ...spec,
-    config: { ...BASE_CONFIG, ...(spec.config as Record<string, unknown> | undefined) },
-  };
-  // deno-lint-ignore no-explicit-any
-  const compiled = vegaLite.compile(withConfig as any).spec;
+    config: { ...BASE_CONFIG, ...spec.config },
+  } as TopLevelSpec;
+  const compiled = vegaLite.compile(withConfig).spec;
   // A loader that refuses URLs: every chart carries its data inline. Vega only logs a
   // failed load, so the attempt is recorded and turned into an error after rendering.
   const fetched: string[] = [];

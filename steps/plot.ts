@@ -1,14 +1,17 @@
 // The `plot` step: reads the results the upstream instances wrote to DuckDB and writes,
-// for each figure of the catalogue (report/figures.ts), a Vega-Lite spec, an SVG, a PNG and
+// for each figure of the catalogue (report/figures/), a Vega-Lite spec, an SVG, a PNG and
 // the plotted data as CSV; tables as markdown and HTML; and one offline report.html.
 // Only rows of the instances it was given are read, so every figure traces to its params.
 import { z } from "zod";
 import { defineStep, type InputRef, type InputValue } from "../pipeline/step.ts";
-import { FIGURE_IDS, figureById, FigureScope, toCsv } from "../report/figures.ts";
+import { FIGURE_IDS, figureById, FigureScope, toCsv } from "../report/figures/index.ts";
 import { BASE_CONFIG, svgToPng, vegaLiteToSvg } from "../report/render.ts";
 import { buildReport, type ReportFigure, tableToHtml, tableToMarkdown } from "../report/html.ts";
 
 const VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json";
+
+/** A folder name under figures/: never "." or ".." (publishing replaces the folder). */
+const PUBLISH_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]*$/;
 
 export const PlotParams = z.object({
   /** Figure ids to draw; absent = every figure that has data (others skipped with a notice). */
@@ -16,9 +19,10 @@ export const PlotParams = z.object({
   /** Report title; defaults to the pipeline name. */
   title: z.string().optional(),
   /** Pipeline name: names the report (the run publishes to artifacts/figures/<its name>/). */
-  pipeline: z.string().regex(/^[A-Za-z0-9._-]+$/, "letters, digits, '.', '_' or '-'").default(
-    "pipeline",
-  ),
+  pipeline: z.string().regex(
+    PUBLISH_NAME,
+    "letters, digits, '.', '_' or '-', not starting with '.'",
+  ).default("pipeline"),
   /** PNG pixels per SVG unit. */
   png_scale: z.number().positive().max(8).default(2),
 }).superRefine((p, ctx) => {
@@ -113,12 +117,23 @@ export const plotStep = defineStep({
       ctx.progress.update(i + 1, id);
     }
 
+    // Which series (method, k, ν, seed) each input evaluated, for the report's input list.
+    const evaluated = new Map<string, string[]>();
+    for (const s of (await scope.series()).values()) {
+      evaluated.set(s.instance_key, [...(evaluated.get(s.instance_key) ?? []), s.display]);
+    }
     const report = buildReport({
       title: params.title ?? `Early weight averaging: ${params.pipeline}`,
       pipeline: params.pipeline,
       figures,
       skipped,
-      inputs: refs.map((r) => ({ key: r.key, step: r.step, node: r.node, params: r.params })),
+      inputs: refs.map((r) => ({
+        key: r.key,
+        step: r.step,
+        node: r.node,
+        params: r.params,
+        series: evaluated.get(r.key),
+      })),
     });
     await Deno.writeTextFile(`${ctx.outDir}/report.html`, report);
     const index = {
@@ -147,6 +162,14 @@ async function copyTree(from: string, to: string): Promise<void> {
  */
 export async function publishFigures(outDir: string, dest: string): Promise<void> {
   const trimmed = dest.replace(/\/+$/, "");
+  // The folder is replaced whole: refuse a name that points elsewhere ("..", "", ".").
+  const name = trimmed.slice(trimmed.lastIndexOf("/") + 1);
+  if (!PUBLISH_NAME.test(name)) {
+    throw new Error(
+      `plot: cannot publish figures to ${dest}: the pipeline name "${name}" must be ` +
+        `letters, digits, '.', '_' or '-', not starting with '.'`,
+    );
+  }
   const staging = `${trimmed}.tmp-${crypto.randomUUID().slice(0, 8)}`;
   await copyTree(outDir, staging);
   await Deno.remove(trimmed, { recursive: true }).catch((e) => {

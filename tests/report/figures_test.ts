@@ -10,7 +10,10 @@ import {
   type Skipped,
   sqlList,
   toCsv,
-} from "../../report/figures.ts";
+} from "../../report/figures/index.ts";
+import { PALETTE } from "../../report/figures/charts.ts";
+import { formatGap } from "../../report/figures/intervals.ts";
+import { tableToMarkdown } from "../../report/html.ts";
 import { contextWithRows, fixtureInputs, readFixture } from "../fixtures/plot/load.ts";
 
 function built(r: FigureResult | Skipped): FigureResult {
@@ -68,8 +71,8 @@ Deno.test("final-table: last-step loss per domain and Δ vs original match numpy
         s.instance_key === want.instance_key && s.series_id === want.series_id
       );
       assert.ok(i >= 0, `${want.series_id} missing`);
-      const row = table.rows[i];
-      assert.equal(row[0], result.series[i].display);
+      const row = table.rows.find((r) => r[0] === result.series[i].display);
+      assert.ok(row, `no table row for ${result.series[i].display}`);
       assert.equal(row[2], want.step);
       for (const [j, d] of ["all", "brown", "sotu"].entries()) {
         assert.ok(
@@ -163,4 +166,180 @@ Deno.test("toCsv quotes commas and quotes, leaves nulls empty", () => {
     toCsv([{ a: 1, b: 'x,"y"' }, { a: null, c: true }]),
     'a,b,c\n1,"x,""y""",\n,,true\n',
   );
+});
+
+/** Every colour scale of a spec: its domain and range (colours) in order. */
+function colourScales(spec: unknown): { domain: string[]; range: string[] }[] {
+  const found: { domain: string[]; range: string[] }[] = [];
+  const walk = (v: unknown) => {
+    if (Array.isArray(v)) return v.forEach(walk);
+    if (!v || typeof v !== "object") return;
+    const o = v as Record<string, unknown>;
+    const color = o.color as { scale?: { domain?: string[]; range?: string[] } } | undefined;
+    if (color?.scale?.domain && color.scale.range) {
+      found.push({ domain: color.scale.domain, range: color.scale.range });
+    }
+    Object.values(o).forEach(walk);
+  };
+  walk(spec);
+  return found;
+}
+
+Deno.test("every figure draws the original black, and 13+ series in distinct colours", async () => {
+  const ctx = await contextWithRows((await readFixture()).tables);
+  try {
+    const scope = new FigureScope(
+      (sql) => ctx.results.query(sql),
+      fixtureInputs({ intervals: true }),
+    );
+    let originals = 0;
+    for (const id of FIGURE_IDS) {
+      const r = await figureById(id).build(scope, false);
+      if ("skip" in r) continue;
+      for (const scale of colourScales(r.spec)) {
+        scale.domain.forEach((name, i) => {
+          const isOriginal = /(^|· )original( ·|$)/.test(name) || name === "original";
+          if (isOriginal) originals++;
+          if (isOriginal) assert.equal(scale.range[i], "#000000", `${id}: ${name}`);
+          else assert.notEqual(scale.range[i], "#000000", `${id}: ${name}`);
+        });
+        const others = scale.range.filter((c) => c !== "#000000");
+        assert.equal(new Set(others).size, others.length, `${id}: colours repeat`);
+      }
+    }
+    assert.ok(originals >= 5, `originals seen: ${originals}`);
+    assert.ok(PALETTE.length >= 13 && new Set(PALETTE).size === PALETTE.length);
+  } finally {
+    await ctx.dispose();
+  }
+});
+
+Deno.test("final-table: rows by training run, original first, then by final loss", async () => {
+  const ctx = await contextWithRows((await readFixture()).tables);
+  try {
+    const scope = new FigureScope((sql) => ctx.results.query(sql), fixtureInputs());
+    const table = built(await figureById("final-table").build(scope, false)).table!;
+    const byDisplay = new Map([...(await scope.series()).values()].map((s) => [s.display, s]));
+    const runs: string[] = [];
+    let last = null as { run: string; loss: number } | null;
+    for (const row of table.rows) {
+      const s = byDisplay.get(row[0] as string)!;
+      const run = `${s.lr}|${s.batch_tokens}`;
+      if (run !== last?.run) {
+        assert.ok(!runs.includes(run), `run ${run} split`);
+        runs.push(run);
+        assert.equal(s.method, "original", `${row[0]} opens its run`);
+      } else if (s.method !== "original") {
+        assert.ok((row[3] as number) >= last.loss || last.loss === -Infinity, `${row[0]} order`);
+      }
+      last = { run, loss: s.method === "original" ? -Infinity : row[3] as number };
+    }
+    assert.deepEqual(table.decimals, [null, null, null, 4, 4, 4, 4]);
+    assert.match(tableToMarkdown(table), /\| 0\.0000 \|/);
+  } finally {
+    await ctx.dispose();
+  }
+});
+
+Deno.test("seeds: curves are the mean over seeds with a min–max band; tables mean ± sd", async () => {
+  const fixture = await readFixture();
+  const ctx = await contextWithRows(fixture.tables);
+  try {
+    const scope = new FigureScope(
+      (sql) => ctx.results.query(sql),
+      fixtureInputs({ seeds: true }),
+    );
+    const series = [...(await scope.series()).values()];
+    const lawa52 = series.filter((s) => s.label === "LAWA k=5 ν=2");
+    assert.deepEqual(lawa52.map((s) => s.seed), [0, 1, 2]);
+    assert.equal(new Set(lawa52.map((s) => s.group)).size, 1);
+    assert.deepEqual(
+      lawa52.map((s) => s.display),
+      [0, 1, 2].map((i) => `LAWA k=5 ν=2 · seed ${i}`),
+    );
+
+    const curve = built(await figureById("loss-vs-step").build(scope, false));
+    const want = fixture.expected_seeds["LAWA k=5 ν=2"];
+    const mine = curve.rows.filter((r) => r.series === "LAWA k=5 ν=2");
+    assert.equal(mine.length, Object.keys(want.curve).length);
+    for (const r of mine) {
+      const w = want.curve[String(r.step)];
+      assert.ok(Math.abs((r.loss as number) - w.mean) < 1e-9, `mean at ${r.step}`);
+      assert.ok(Math.abs((r.loss_lo as number) - w.min) < 1e-9, `min at ${r.step}`);
+      assert.ok(Math.abs((r.loss_hi as number) - w.max) < 1e-9, `max at ${r.step}`);
+      assert.equal(r.n_seeds, 3);
+    }
+    assert.match(JSON.stringify(curve.spec), /"y2":\{"field":"loss_hi"\}/);
+    assert.match(curve.note ?? "", /mean over seeds; the band spans min–max/);
+
+    const table = built(await figureById("final-table").build(scope, false)).table!;
+    assert.ok(table.columns.includes("seeds"));
+    const row = table.rows.find((r) => r[0] === "LAWA k=5 ν=2")!;
+    const col = (name: string) => row[table.columns.indexOf(name)];
+    assert.equal(col("seeds"), 3);
+    assert.equal(col("loss all"), `${want.final_mean.toFixed(4)} ± ${want.final_sd.toFixed(4)}`);
+    assert.equal(
+      col("Δ vs original"),
+      `${want.delta_mean!.toFixed(4)} ± ${want.delta_sd!.toFixed(4)}`,
+    );
+  } finally {
+    await ctx.dispose();
+  }
+});
+
+Deno.test("intervals: ablation gets a gap row with its band; the final table the gap's CI", async () => {
+  const fixture = await readFixture();
+  const gaps = fixture.tables.gap_intervals;
+  const ctx = await contextWithRows(fixture.tables);
+  try {
+    const plain = new FigureScope((sql) => ctx.results.query(sql), fixtureInputs());
+    const without = built(await figureById("ablation-k").build(plain, false));
+    assert.equal((without.spec as { vconcat: unknown[] }).vconcat.length, 2);
+
+    // One seed: each series' own rows.
+    const scope = new FigureScope(
+      (sql) => ctx.results.query(sql),
+      fixtureInputs({ intervals: true }),
+    );
+    const fig = built(await figureById("ablation-k").build(scope, false));
+    const rows = (fig.spec as { vconcat: { data?: { values: Record<string, number>[] } }[] })
+      .vconcat;
+    assert.equal(rows.length, 3);
+    const gapRows = rows[2].data!.values;
+    const want = gaps.filter((g) => g.series_id === "avgA52/.");
+    const got = gapRows.filter((r) =>
+      r.series === ("k=5" as unknown) && r.panel === ("ν=2" as unknown)
+    );
+    assert.deepEqual(
+      got.map((r) => [r.step, r.gap, r.lower, r.upper]),
+      want.map((g) => [g.step, g.gap, g.lower, g.upper]),
+    );
+    assert.ok(fig.instanceKeys.includes("ivl1"));
+    assert.match(fig.note ?? "", /95% paired-bootstrap interval over evaluation windows\./);
+
+    const table = built(await figureById("final-table").build(scope, false)).table!;
+    const ci = table.columns.indexOf("gap [95% CI]");
+    assert.ok(ci > 0);
+    const last = want[want.length - 1];
+    const row = table.rows.find((r) => r[0] === "LAWA k=5 ν=2")!;
+    assert.equal(row[ci], formatGap(last as { gap: number; lower: number; upper: number }));
+    assert.equal(table.rows.find((r) => r[0] === "original · lr 6e-3 · 16.4K tok/step")![ci], null);
+
+    // Several seeds: the pooled rows (seed null).
+    const seeded = new FigureScope(
+      (sql) => ctx.results.query(sql),
+      fixtureInputs({ intervals: true, seeds: true }),
+    );
+    const pooled = built(await figureById("ablation-k").build(seeded, false));
+    const pooledRows =
+      (pooled.spec as { vconcat: { data?: { values: Record<string, unknown>[] } }[] })
+        .vconcat[2].data!.values.filter((r) => r.series === "k=5" && r.panel === "ν=2");
+    assert.deepEqual(
+      pooledRows.map((r) => r.lower),
+      gaps.filter((g) => g.series_id === "pooled:ablation").map((g) => g.lower),
+    );
+    assert.match(pooled.note ?? "", /and 3 seeds\./);
+  } finally {
+    await ctx.dispose();
+  }
 });

@@ -8,7 +8,7 @@ import {
   tableToHtml,
   tableToMarkdown,
 } from "../../report/html.ts";
-import type { SeriesMeta, TableData } from "../../report/figures.ts";
+import type { SeriesMeta, TableData } from "../../report/figures/index.ts";
 
 const TABLE: TableData = {
   columns: ["series", "loss"],
@@ -26,8 +26,11 @@ const SERIES: SeriesMeta = {
   nu: null,
   lr: 0.006,
   batch_tokens: 16384,
+  seed: 0,
   params: {},
   display: "original <raw>",
+  group: "g-original",
+  groupDisplay: "original <raw>",
   order: 0,
 };
 

@@ -1,6 +1,7 @@
 // Tests of the Vega-Lite -> SVG -> PNG path: fonts are found (or a clear error names the
 // package), text really is drawn, and PNG headers are read correctly.
 import assert from "node:assert/strict";
+import type { TopLevelSpec } from "vega-lite";
 import {
   blankSvg,
   findFonts,
@@ -13,7 +14,7 @@ import {
   vegaLiteToSvg,
 } from "../../report/render.ts";
 
-const SPEC = {
+const SPEC: TopLevelSpec = {
   data: { values: [{ x: 1, y: 3.2 }, { x: 2, y: 3.0 }, { x: 3, y: 2.9 }] },
   mark: "line",
   encoding: {
@@ -43,7 +44,7 @@ Deno.test("vegaLiteToSvg renders axis titles as text in DejaVu Sans", async () =
 });
 
 Deno.test("vegaLiteToSvg refuses to fetch data from a URL", async () => {
-  const spec = { ...SPEC, data: { url: "https://example.com/data.json" } };
+  const spec = { ...SPEC, data: { url: "https://example.com/data.json" } } as TopLevelSpec;
   await assert.rejects(() => vegaLiteToSvg(spec), /tried to fetch/);
 });
 

@@ -3,7 +3,7 @@
 // shows every figure and fetches nothing, and only the given instances are plotted.
 import assert from "node:assert/strict";
 import { PlotParams, plotStep, publishFigures } from "../../steps/plot.ts";
-import { FIGURE_IDS } from "../../report/figures.ts";
+import { FIGURE_IDS } from "../../report/figures/index.ts";
 import {
   blankSvg,
   inkPixels,
@@ -77,6 +77,39 @@ Deno.test("plot: every catalogue figure is drawn from the fixture results", asyn
     for (const k of ["trainA", "trainB", "trainC"]) assert.ok(trainCsv.includes(k), k);
     assert.ok(!trainCsv.includes("trainZ"));
     assert.ok(ctx.progressEvents.some((e) => e.startsWith("start plot 13")));
+  } finally {
+    await ctx.dispose();
+  }
+});
+
+Deno.test("plot: seeds and intervals read at a glance: one legend, units, bands, linked SVGs", async () => {
+  const ctx = await contextWithRows((await readFixture()).tables);
+  try {
+    const params = PlotParams.parse({
+      pipeline: "fixture",
+      png_scale: 1,
+      figures: ["ablation-k", "loss-vs-step", "final-table", "spikes", "train-loss"],
+    });
+    await plotStep.run(ctx, params, { evals: fixtureInputs({ seeds: true, intervals: true }) });
+    const svg = (id: string) => Deno.readTextFile(`${ctx.outDir}/${id}.svg`);
+    for (const id of ["ablation-k", "loss-vs-step", "train-loss"]) {
+      const text = await svg(id);
+      assert.equal(text.match(/role-legend"/g)?.length, 1, `${id}: one legend`);
+      assert.match(text, />training step<\/text>/, `${id}: x axis with unit`);
+    }
+    const ablation = await svg("ablation-k");
+    assert.match(ablation, />validation loss \(nats\/token\)<\/text>/);
+    assert.match(ablation, />gap to the original \(nats\/token\)<\/text>/);
+    assert.match(await svg("train-loss"), />training loss \(nats\/token\)<\/text>/);
+    // Spike bars carry the step they happened at.
+    assert.match(await svg("spikes"), />step 300<\/text>/);
+
+    const report = await Deno.readTextFile(`${ctx.outDir}/report.html`);
+    assert.match(report, /<a href="ablation-k\.svg"[^>]*><svg/);
+    assert.match(report, /<details class="inputs"><summary><b>All inputs<\/b>/);
+    assert.match(report, /LAWA k=5 ν=2 · seed 1/);
+    assert.match(report, /mean over seeds; the band spans min–max over seeds/);
+    assert.match(report, /gap \[95% CI\]/);
   } finally {
     await ctx.dispose();
   }
