@@ -11,7 +11,12 @@ import {
   seriesLabel,
   typicalSpacing,
 } from "../lm/averaging/averaging.ts";
-import { INDEX_SUFFIX, resolveCheckpointPath } from "../lm/checkpoints/sharded.ts";
+import {
+  CheckpointReader,
+  INDEX_SUFFIX,
+  resolveCheckpointPath,
+} from "../lm/checkpoints/sharded.ts";
+import { type DType, isFloatDType } from "../lm/checkpoints/safetensors.ts";
 import { listSeries, type SeriesInfo, writeSeriesInfo } from "../lm/checkpoints/series.ts";
 
 export const HELP = `Average safetensors checkpoints (LAWA, EMA, SWA).
@@ -233,6 +238,93 @@ async function assertFreshOutput(out: string): Promise<void> {
   }
 }
 
+/** An absolute path with links resolved, also for a path that does not exist yet. */
+async function canonicalPath(path: string): Promise<string> {
+  const trimmed = path.replace(/\/+$/, "") || "/";
+  try {
+    return await Deno.realPath(trimmed);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    const cut = trimmed.lastIndexOf("/");
+    const parent = cut < 0 ? "." : trimmed.slice(0, cut) || "/";
+    return `${await canonicalPath(parent)}/${trimmed.slice(cut + 1)}`.replace(/^\/\//, "/");
+  }
+}
+
+/** An output inside the input folder would be read as members by the next average of it. */
+export async function assertOutsideInput(dir: string, out: string): Promise<void> {
+  const [d, o] = [await canonicalPath(dir), await canonicalPath(out)];
+  if (o === d || o.startsWith(d === "/" ? "/" : `${d}/`)) {
+    throw new Error(
+      `${out}: the output folder is inside the input folder ${dir} (the next average of ` +
+        `${dir} would average the averages); write it elsewhere`,
+    );
+  }
+}
+
+/** Index and kind of the first NaN or infinity in raw tensor bytes, or null. */
+export function firstNonFinite(bytes: Uint8Array, dtype: DType): string | null {
+  const count = bytes.length / (dtype === "F64" ? 8 : dtype === "F32" ? 4 : 2);
+  const describe = (i: number, v: number) => `${Number.isNaN(v) ? "NaN" : v} at index ${i}`;
+  if (dtype === "F32" || dtype === "F64") {
+    const Arr = dtype === "F32" ? Float32Array : Float64Array;
+    const aligned = bytes.byteOffset % Arr.BYTES_PER_ELEMENT === 0 ? bytes : bytes.slice();
+    const v = new Arr(aligned.buffer as ArrayBuffer, aligned.byteOffset, count);
+    for (let i = 0; i < count; i++) if (!Number.isFinite(v[i])) return describe(i, v[i]);
+    return null;
+  }
+  // BF16 and F16: an exponent of all ones is NaN or infinity.
+  const mask = dtype === "BF16" ? 0x7f80 : 0x7c00;
+  const mant = dtype === "BF16" ? 0x007f : 0x03ff;
+  for (let i = 0; i < count; i++) {
+    const h = bytes[2 * i] | (bytes[2 * i + 1] << 8);
+    if ((h & mask) === mask) {
+      return describe(i, h & mant ? NaN : h & 0x8000 ? -Infinity : Infinity);
+    }
+  }
+  return null;
+}
+
+/**
+ * Members that would make a wrong average without a word: a NaN or infinity in a
+ * float tensor (it spreads to every window holding it), and a tensor stored in
+ * different float dtypes by different members (the output dtype would depend on which
+ * member is newest) unless `--dtype float32` asks for one output dtype.
+ */
+export async function checkMembers(
+  checkpoints: CheckpointRef[],
+  outputDtype: AverageOptions["dtype"] | undefined,
+): Promise<void> {
+  const dtypes = new Map<string, { dtype: DType; file: string }>();
+  let buffer = new Uint8Array(0);
+  for (const c of checkpoints) {
+    const reader = await CheckpointReader.open(c.path);
+    try {
+      for (const [name, t] of reader.tensors) {
+        if (!isFloatDType(t.dtype)) continue;
+        const first = dtypes.get(name);
+        if (!first) dtypes.set(name, { dtype: t.dtype, file: t.file });
+        else if (first.dtype !== t.dtype && outputDtype !== "float32") {
+          throw new Error(
+            `${t.file}: tensor ${name} is ${t.dtype} but ${first.dtype} in ${first.file}: ` +
+              `members of mixed float dtypes need an explicit output dtype (--dtype float32)`,
+          );
+        }
+        if (buffer.length < t.end - t.begin) buffer = new Uint8Array(t.end - t.begin);
+        const bad = firstNonFinite(await reader.readBytes(name, buffer), t.dtype);
+        if (bad !== null) {
+          throw new Error(
+            `${t.file}: tensor ${name} holds ${bad}: a checkpoint with NaN or infinity ` +
+              `cannot be averaged (leave it out of the folder)`,
+          );
+        }
+      }
+    } finally {
+      reader.close();
+    }
+  }
+}
+
 /** Run the command; throws an Error with a one-line message on bad input. */
 export async function runAverageCli(args: string[], log: (line: string) => void): Promise<void> {
   const cli = parseAverageArgs(args);
@@ -241,7 +333,9 @@ export async function runAverageCli(args: string[], log: (line: string) => void)
     return;
   }
   await assertFreshOutput(cli.out);
+  await assertOutsideInput(cli.dir, cli.out);
   const found = await discoverCheckpoints(cli.dir);
+  await checkMembers(found.checkpoints, cli.average.dtype);
   const steps = found.checkpoints.map((c) => c.step);
   const nu = cli.average.nu ?? typicalSpacing(steps);
   const opts: AverageOptions = {

@@ -12,6 +12,7 @@ import { readRowFiles } from "./results.ts";
 import type { Executor } from "./executor.ts";
 import { withSharedLock } from "./shared_lock.ts";
 import { createSink } from "./sink.ts";
+import { stepErrorText } from "./errors.ts";
 import type { Reporter } from "./progress.ts";
 
 export interface BuildRequest {
@@ -106,7 +107,8 @@ export async function buildInstance(req: BuildRequest): Promise<BuildResult> {
     } catch (e) {
       if (!kind.resumable) await store.discardWorkDir(key);
       if (signal.aborted) return { status: "cancelled", error: "cancelled (interrupted)", started };
-      return { status: "failed", error: errorText(e), started };
+      // A full disk or a read-only folder names the folder (Deno's message may not).
+      return { status: "failed", error: stepErrorText(e, outDir), started };
     }
     const finished = new Date();
     const rows = await readRowFiles(`${outDir}/${ROWS_DIR}`);
