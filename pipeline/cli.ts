@@ -113,8 +113,8 @@ async function findPipeline(target: string, configsDir: string): Promise<string>
     if (!(e instanceof UserError)) throw e;
     const names = (await listPipelines(configsDir)).map((p) => p.name);
     throw new UserError(
-      `no pipeline "${target}"${didYouMean(target, names)}: ` +
-        `pipelines in ${configsDir}/: ${names.join(", ") || "none"}`,
+      `no pipeline "${target}"${didYouMean(target, names)}: not a file, nor a name in ` +
+        `${configsDir.replace(/\/+$/, "")}/ (pipelines there: ${names.join(", ") || "none"})`,
     );
   }
 }

@@ -76,7 +76,7 @@ Deno.test("a misspelt param is an error naming the params the kind takes", async
   const message = await errorOf(async () => expandPipeline(await loadConfig(file), TOY_KINDS));
   assert.match(
     message,
-    /steps\.a\.params\.nn: step kind "source" has no param "nn" \(it takes: .*n/,
+    /steps\.a\.params\.nn: step kind "source" has no param "nn" \(did you mean "n"\?\) \(it takes: .*n/,
   );
 });
 

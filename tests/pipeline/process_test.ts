@@ -112,7 +112,7 @@ Deno.test("the command line prints one-paragraph errors without a stack and exit
     ],
     [
       ["run", "nope", "--configs", dir],
-      `error: no pipeline "nope": looked for nope, ${dir}/nope.yaml, ${dir}/nope.yml, ${dir}/nope.json\n`,
+      `error: no pipeline "nope": not a file, nor a name in ${dir}/ (pipelines there: bad, unknown)\n`,
     ],
   ];
   for (const [args, expected] of cases) {

@@ -74,7 +74,10 @@ Deno.test("editing a step's module reruns its instances and descendants only", a
     assert.deepEqual(executedLabels(await runToy(config, art, { kinds })), []);
 
     const square = await Deno.readTextFile(`${code}/steps/square.ts`);
+    // A comment changes nothing; a statement that runs does.
     await Deno.writeTextFile(`${code}/steps/square.ts`, square + "\n// edited\n");
+    assert.deepEqual(executedLabels(await runToy(config, art, { kinds })), []);
+    await Deno.writeTextFile(`${code}/steps/square.ts`, square + "\nexport const EDITED = 1;\n");
     const dry = await runToy(config, art, { kinds, dryRun: true });
     const wouldRun = dry.outcomes.filter((o) => o.status === "would-run");
     assert.deepEqual(wouldRun.map((o) => o.reasons![0]), [
