@@ -35,6 +35,7 @@ import {
 } from "../lm/hub/revisions.ts";
 import { checkpointFileName, writeSeriesInfo } from "../lm/checkpoints/series.ts";
 import { configFromHfJson, type ModelConfig } from "../lm/model/model.ts";
+import { appendRows, HUB_REVISIONS, tablesOf } from "./tables.ts";
 
 export const HubParams = z.object({
   /** Model repo, e.g. EleutherAI/pythia-160m. */
@@ -130,17 +131,7 @@ export const hubStep = defineStep({
   resumable: true,
   // Downloads are checked against the hub's hashes: the backend and seed change nothing.
   uses: { backend: false, seed: false },
-  tables: {
-    hub_revisions: {
-      repo: "VARCHAR",
-      revision: "VARCHAR",
-      step: "INTEGER",
-      commit: "VARCHAR",
-      format: "VARCHAR",
-      bytes: "BIGINT",
-      duplicate_of: "VARCHAR",
-    },
-  },
+  tables: tablesOf(HUB_REVISIONS),
   async run(ctx, params) {
     const revisions = selectRevisions(params);
     const steps = revisions.map(stepOfRevision);
@@ -251,8 +242,9 @@ export const hubStep = defineStep({
       `${ctx.outDir}/revisions.json`,
       JSON.stringify(records, null, 1) + "\n",
     );
-    ctx.results.append(
-      "hub_revisions",
+    appendRows(
+      ctx.results,
+      HUB_REVISIONS,
       records.map((r) => ({
         repo: params.repo,
         revision: r.revision,

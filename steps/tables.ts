@@ -247,6 +247,27 @@ export const GAP_MEANS = defineTable({
   },
 });
 
+// ---------------------------------------------------------------------------------
+// Downloaded checkpoints
+
+export const HUB_REVISIONS = defineTable({
+  name: "hub_revisions",
+  writtenBy: ["hub"],
+  meaning: "one row per Hugging Face revision the hub step fetched",
+  columns: {
+    repo: col("VARCHAR", "Hugging Face model repo, e.g. EleutherAI/pythia-160m"),
+    revision: col("VARCHAR", "branch or tag, e.g. step1000"),
+    step: col("INTEGER", "training step the revision stands for"),
+    commit: col("VARCHAR", "commit the revision resolved to"),
+    format: col("VARCHAR", "weights file format it was read from"),
+    bytes: col("BIGINT", "bytes of its weights"),
+    duplicate_of: col(
+      "VARCHAR",
+      "earlier revision with identical weights (left out of the series)",
+    ),
+  },
+});
+
 /** Every science results table, in the README's order. */
 export const RESULTS_TABLES: readonly ResultsTable[] = [
   TRAIN_LOG,
@@ -261,6 +282,7 @@ export const RESULTS_TABLES: readonly ResultsTable[] = [
   EVAL_WINDOWS,
   GAP_INTERVALS,
   GAP_MEANS,
+  HUB_REVISIONS,
 ];
 
 // ---------------------------------------------------------------------------------
