@@ -31,7 +31,11 @@ import {
   trainableNames,
 } from "../lm/model/gpt.ts";
 import { BACKEND_NAMES, backendInfo, type BackendName, setBackend } from "../lm/backend/backend.ts";
-import { softwareAdapterWarning, takeWebgpuError } from "../lm/backend/webgpu.ts";
+import {
+  checkLogitsFit,
+  softwareAdapterWarning,
+  takeWebgpuError,
+} from "../lm/backend/webgpu.ts";
 import { TrainDisk } from "../lm/checkpoints/train_disk.ts";
 import { type CheckpointDtype } from "../lm/checkpoints/training_state.ts";
 import { describeEstimate, lastMeasured, writeRunManifest } from "../lm/train/estimate.ts";
@@ -355,6 +359,7 @@ export async function runTraining(
   if (deviceWarning) ctx.progress.log(`train: ${deviceWarning}`);
   const cfg = modelConfig(params.preset, meta.vocab_size, params.model);
   const p = resolveTrainParams(params, cfg);
+  if (device.adapter) checkLogitsFit(device.adapter, p.micro_batch, p.seq_len, cfg.vocab_size);
   const file = await openTokens(`${tokensDir}/${tokenFileName("train")}`, meta.dtype);
   try {
     await trainLoop(ctx, p, cfg, file, backend);

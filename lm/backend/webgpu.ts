@@ -92,6 +92,35 @@ function quietVulkanLoader(): void {
   }
 }
 
+/**
+ * The logits of a micro-batch (sequences × seq_len × vocab floats) are one tensor, so
+ * one storage-buffer binding; a larger one does not fail, it computes zeros. Throws a
+ * one-line error naming the micro-batch that fits instead.
+ */
+export function checkLogitsFit(
+  adapter: AdapterSummary,
+  sequences: number,
+  seqLen: number,
+  vocab: number,
+): void {
+  const limit = adapter.maxStorageBufferBindingSize;
+  const bytes = sequences * seqLen * vocab * 4;
+  if (limit <= 0 || bytes <= limit) return;
+  const fits = Math.floor(limit / (seqLen * vocab * 4));
+  const mb = (n: number) => `${(n / 2 ** 20).toFixed(0)} MiB`;
+  throw new Error(
+    `webgpu: the logits of one micro-batch (${sequences} × ${seqLen} tokens × ${vocab} ids × 4 bytes ` +
+      `= ${mb(bytes)}) exceed the largest storage buffer of ${describeAdapter(adapter)} (${
+        mb(limit)
+      }): ` +
+      (fits >= 1
+        ? `use micro_batch ${fits} or less`
+        : `even one sequence does not fit: use a shorter seq_len (at most ${
+          Math.floor(limit / (vocab * 4))
+        } tokens)`),
+  );
+}
+
 /** Finds the adapter WebGPU would use, or says in one line why there is none. */
 export async function requestWebgpuAdapter(): Promise<AdapterSummary> {
   quietVulkanLoader();

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { backendInfo, setBackend } from "../../../lm/backend/backend.ts";
 import {
+  checkLogitsFit,
   describeAdapter,
   softwareAdapterWarning,
   summarizeAdapter,
@@ -249,3 +250,17 @@ webgpuTest(
     }
   },
 );
+
+Deno.test("logits that exceed the adapter's storage buffer are refused in one line", () => {
+  const lavapipe = summarizeAdapter({
+    info: { description: "llvmpipe (LLVM 15)" },
+    limits: { maxStorageBufferBindingSize: 128 * 2 ** 20 },
+  });
+  checkLogitsFit(lavapipe, 2, 64, 4096); // 2 MiB: fine
+  assert.throws(
+    () => checkLogitsFit(lavapipe, 8, 1024, 50257),
+    /^Error: webgpu: the logits of one micro-batch \(8 × 1024 tokens × 50257 ids × 4 bytes = 1571 MiB\) exceed the largest storage buffer of llvmpipe \(LLVM 15\) \(software\) \(128 MiB\): even one sequence does not fit: use a shorter seq_len \(at most 667 tokens\)$/,
+  );
+  checkLogitsFit(lavapipe, 64, 64, 8192); // exactly 128 MiB: fits
+  assert.throws(() => checkLogitsFit(lavapipe, 65, 64, 8192), /: use micro_batch 64 or less$/);
+});
