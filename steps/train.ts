@@ -31,11 +31,7 @@ import {
   trainableNames,
 } from "../lm/model/gpt.ts";
 import { BACKEND_NAMES, backendInfo, type BackendName, setBackend } from "../lm/backend/backend.ts";
-import {
-  checkLogitsFit,
-  softwareAdapterWarning,
-  takeWebgpuError,
-} from "../lm/backend/webgpu.ts";
+import { checkLogitsFit, softwareAdapterWarning, takeWebgpuError } from "../lm/backend/webgpu.ts";
 import { TrainDisk } from "../lm/checkpoints/train_disk.ts";
 import { type CheckpointDtype } from "../lm/checkpoints/training_state.ts";
 import { describeEstimate, lastMeasured, writeRunManifest } from "../lm/train/estimate.ts";
