@@ -4,9 +4,9 @@
 //   uint16 or uint32 ids) are linked into the step's output as they are (symbolic
 //   links, no copy), with a meta.json that says their vocabulary size and dtype;
 // - a large text or JSONL corpus is streamed through GPT-2's tokenizer: files are read
-//   in chunks, documents (JSONL lines, or blank-line-separated paragraphs of text) are
-//   encoded one by one and their ids appended to the token files through a small buffer;
-//   every `val_every`-th document goes to the held-out file.
+//   in chunks, documents (JSONL lines, or blank-line-separated paragraphs of text, cut
+//   at a line end past 1 M characters) are encoded one by one and their ids appended to
+//   the token files through a small buffer; every `val_every`-th document is held out.
 //
 // Either way the output is what the tokenize step writes (meta.json, train.bin,
 // val-<domain>.bin), so train and evaluate read it unchanged, and lm/data/windows.ts
@@ -57,11 +57,12 @@ export class TokenWriter {
 /** Documents of a file, read in chunks: JSONL lines (one field) or blank-line paragraphs. */
 export async function* streamDocuments(
   path: string,
-  opts: { textField?: string; chunkBytes?: number } = {},
+  opts: { textField?: string; chunkBytes?: number; maxDocChars?: number } = {},
 ): AsyncGenerator<string> {
   const jsonl = /\.jsonl?$/i.test(path);
   const field = opts.textField ?? "text";
   const separator = jsonl ? "\n" : /\n\s*\n/;
+  const maxDocChars = opts.maxDocChars ?? 1 << 20;
   const file = await Deno.open(path, { read: true });
   const decoder = new TextDecoder();
   const chunk = new Uint8Array(opts.chunkBytes ?? 1 << 20);
@@ -92,6 +93,15 @@ export async function* streamDocuments(
       carry = pieces.pop() ?? "";
       for (const piece of pieces) {
         const doc = parse(piece);
+        if (doc !== null) yield doc;
+      }
+      // A text with no blank line for a long stretch is cut at a line end (or anywhere)
+      // so that memory stays bounded; a JSONL line has to be read whole.
+      while (!jsonl && carry.length > maxDocChars) {
+        const cut = carry.lastIndexOf("\n", maxDocChars);
+        const at = cut > 0 ? cut + 1 : maxDocChars;
+        const doc = parse(carry.slice(0, at));
+        carry = carry.slice(at);
         if (doc !== null) yield doc;
       }
     }

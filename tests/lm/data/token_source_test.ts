@@ -3,11 +3,7 @@
 // files are linked with a meta.json, and training windows come from a token file larger
 // than the reader may hold (positioned reads).
 import assert from "node:assert/strict";
-import {
-  streamDocuments,
-  streamTokenize,
-  TokenWriter,
-} from "../../../lm/data/token_source.ts";
+import { streamDocuments, streamTokenize, TokenWriter } from "../../../lm/data/token_source.ts";
 import { encodeGpt2, GPT2_EOT_ID } from "../../../lm/data/tokenizer.ts";
 import { openTokens, readMeta, trainBatch } from "../../../lm/data/windows.ts";
 import { tokensParams, tokensStep } from "../../../steps/tokens.ts";
@@ -38,6 +34,18 @@ Deno.test("documents stream from JSONL and text in any chunk size", async () => 
       for await (const d of streamDocuments(`${dir}/b.txt`, { chunkBytes })) fromText.push(d);
       assert.deepEqual(fromText, DOCS, `txt, chunks of ${chunkBytes}`);
     }
+    // A text without blank lines is cut into pieces at line ends, never held whole.
+    const lines = Array.from({ length: 50 }, (_, i) => `line ${i} of a long text`);
+    await Deno.writeTextFile(`${dir}/long.txt`, lines.join("\n"));
+    const pieces: string[] = [];
+    for await (
+      const d of streamDocuments(`${dir}/long.txt`, { chunkBytes: 16, maxDocChars: 100 })
+    ) {
+      assert.ok(d.length <= 100, `a piece of ${d.length} characters`);
+      pieces.push(d);
+    }
+    assert.ok(pieces.length > 5);
+    assert.equal(pieces.join("\n"), lines.join("\n"));
     await Deno.writeTextFile(`${dir}/bad.jsonl`, '{"text": "ok"}\n{"body": "x"}\n');
     await assert.rejects(async () => {
       for await (const _ of streamDocuments(`${dir}/bad.jsonl`)) { /* drain */ }
