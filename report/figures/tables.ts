@@ -21,11 +21,21 @@ import {
 } from "./scope.ts";
 
 const METHODS = ["original", "ema", "swa", "lawa"];
-/** Colour by method: the original black, the others apart. */
-const METHOD_SCALE = {
-  domain: METHODS,
-  range: [ORIGINAL_COLOUR, PALETTE[1], PALETTE[2], PALETTE[0]],
-};
+const METHOD_COLOURS = [ORIGINAL_COLOUR, PALETTE[1], PALETTE[2], PALETTE[0]];
+
+/** Colour by method, for the methods present: the original black, the others apart. */
+function methodScale(rows: DataRow[]): { domain: string[]; range: string[] } {
+  const present = new Set(rows.map((r) => String(r.method)));
+  const known = METHODS.filter((m) => present.has(m));
+  const other = [...present].filter((m) => !METHODS.includes(m)).sort();
+  return {
+    domain: [...known, ...other],
+    range: [
+      ...known.map((m) => METHOD_COLOURS[METHODS.indexOf(m)]),
+      ...other.map((_, i) => PALETTE[4 + i % (PALETTE.length - 4)]),
+    ],
+  };
+}
 
 /** "3.1234" for one seed, "3.1234 ± 0.0021" (sd) for several. */
 function meanCell(values: number[], decimals: number): Cell {
@@ -160,7 +170,12 @@ const finalTable: FigureDef = {
         {
           mark: { type: "point", filled: true, size: 70 },
           encoding: {
-            color: { field: "method", type: "nominal", title: "method", scale: METHOD_SCALE },
+            color: {
+              field: "method",
+              type: "nominal",
+              title: "method",
+              scale: methodScale(shown),
+            },
           },
         },
         {
@@ -256,7 +271,14 @@ const spikes: FigureDef = {
         layer: [
           {
             mark: "bar",
-            encoding: { color: { field: "method", type: "nominal", scale: METHOD_SCALE } },
+            encoding: {
+              color: {
+                field: "method",
+                type: "nominal",
+                title: "method",
+                scale: methodScale(data),
+              },
+            },
           },
           {
             mark: { type: "text", align: "left", dx: 4, fontSize: 10 },
@@ -339,7 +361,7 @@ const zeroshot: FigureDef = {
           encoding: {
             y: { field: "series", type: "nominal", sort: names, title: null },
             x: { field: "value", type: "quantitative", title: "metric value" },
-            color: { field: "method", type: "nominal", title: "method", scale: METHOD_SCALE },
+            color: { field: "method", type: "nominal", title: "method", scale: methodScale(data) },
           },
         },
       },
