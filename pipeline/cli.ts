@@ -55,6 +55,7 @@ const FLAGS = {
   executor: { type: "string" },
   instance: { type: "string" },
   key: { type: "string" },
+  inputs: { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -292,7 +293,8 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
     };
     if (command === "run-instance") {
       const force = values.force ?? [];
-      return await runInstance({ ...common, instance: values.instance, key: values.key, force });
+      const { instance, key, inputs } = values;
+      return await runInstance({ ...common, instance, key, inputs, force });
     }
     if (command === "status") {
       const status = await pipelineStatus({ ...common, verify: values.verify === true });
@@ -319,9 +321,9 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
       // The jobs read the pipeline as this run did: same file, overrides, backend, seeds.
       cliArgs: [
         ...(values.set ?? []).flatMap((s) => ["--set", s]),
-        "--backend",
-        backend,
-        ...(values.seeds !== undefined ? ["--seeds", values.seeds] : ["--seed", String(seed)]),
+        ...(values.backend !== undefined ? ["--backend", values.backend] : []),
+        ...(values.seed !== undefined ? ["--seed", values.seed] : []),
+        ...(values.seeds !== undefined ? ["--seeds", values.seeds] : []),
       ],
     });
     const jobs = intFlag("jobs", values.jobs, 1) ?? chosen.defaultJobs;

@@ -38,6 +38,8 @@ export interface ClusterBuild {
   instance: Instance;
   /** The key the coordinator computed; the job recomputes and checks it. */
   key: string;
+  /** Instance id -> key of the committed entry of each of its inputs. */
+  upstream: Record<string, string>;
   forced: boolean;
   reporter: Reporter;
   /** Aborted on Ctrl-C: cancel the job(s) this build submitted. */

@@ -267,7 +267,16 @@ export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
     const kind: StepKind = instance.kind;
     const tables = kind.tables ?? {};
     const result = isClusterExecutor(executor)
-      ? await executor.build({ instance, key, forced, reporter, signal })
+      ? await executor.build({
+        instance,
+        key,
+        upstream: Object.fromEntries(
+          Object.values(instance.inputs).flat().map((id) => [id, built.get(id)!.key]),
+        ),
+        forced,
+        reporter,
+        signal,
+      })
       : await buildInstance({
         instance,
         key,

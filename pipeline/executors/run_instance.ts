@@ -19,7 +19,7 @@ import { slurmJobAlive } from "./slurm_commands.ts";
 
 export const RUN_INSTANCE_USAGE =
   "run-instance <pipeline> --instance ID --key KEY [--artifacts DIR] [--set ...] " +
-  "[--backend NAME] [--seed N] [--force NODE]";
+  "[--backend NAME] [--seed N] [--inputs FILE] [--force NODE]";
 
 export interface PlannedInstance {
   instance: Instance;
@@ -29,13 +29,19 @@ export interface PlannedInstance {
   upstreamKeys: Map<string, string>;
 }
 
-/** Compute `id`'s key from the committed entries of its ancestors. */
+/**
+ * Compute `id`'s key from the committed entries of its inputs: those named in
+ * `upstream` (instance id -> key, what the coordinator built), else keyed here from
+ * their own ancestors. Given keys make the job independent of edits to upstream code
+ * made after the coordinator built those entries.
+ */
 export async function planInstance(
   pipeline: ExpandedPipeline,
   id: string,
   store: Store,
   opts: { backend: string; backendVersion: (name: string) => string; seed: number },
   fingerprinter = new Fingerprinter(),
+  upstream: Record<string, string> = {},
 ): Promise<PlannedInstance> {
   const instance = pipeline.byId.get(id);
   if (!instance) {
@@ -54,11 +60,15 @@ export async function planInstance(
     let b = built.get(upId);
     if (!b) {
       b = (async () => {
-        const up = pipeline.byId.get(upId)!;
-        const key = cacheKey(await partsOf(up));
+        const up = pipeline.byId.get(upId);
+        if (!up) throw new UserError(`${pipeline.file}: no input instance ${upId}`);
+        const key = upstream[upId] ?? cacheKey(await partsOf(up));
         const manifest = await store.readManifest(key);
         if (!manifest) {
-          throw new UserError(`input ${up.label} (key ${key.slice(0, 12)}) is not in the cache`);
+          throw new UserError(
+            `input ${up.label} (key ${key.slice(0, 12)}) is not in the cache` +
+              (upstream[upId] ? "" : ": its code, params or inputs changed since it was built"),
+          );
         }
         upstreamKeys.set(upId, key);
         return { key, digest: manifest.digest };
@@ -91,6 +101,8 @@ export interface RunInstanceOptions {
   instance: string | undefined;
   /** `--key`: the key the coordinator computed for it. */
   key: string | undefined;
+  /** `--inputs`: a JSON file, instance id -> key of each input's committed entry. */
+  inputs?: string;
   /** Node names or step kinds to rebuild even when cached (as `run --force`). */
   force: string[];
 }
@@ -106,7 +118,22 @@ export async function runInstance(opts: RunInstanceOptions): Promise<number> {
   }
   const { pipeline, store, backend, seed } = opts;
   await store.init();
-  const plan = await planInstance(pipeline, opts.instance, store, opts, opts.fingerprinter);
+  let upstream: Record<string, string> = {};
+  if (opts.inputs) {
+    try {
+      upstream = JSON.parse(await Deno.readTextFile(opts.inputs));
+    } catch (e) {
+      throw new UserError(`--inputs ${opts.inputs}: ${(e as Error).message}`);
+    }
+  }
+  const plan = await planInstance(
+    pipeline,
+    opts.instance,
+    store,
+    opts,
+    opts.fingerprinter,
+    upstream,
+  );
   const label = plan.instance.label;
   if (plan.key !== opts.key) {
     throw new UserError(
@@ -128,7 +155,7 @@ export async function runInstance(opts: RunInstanceOptions): Promise<number> {
       store,
       results: opts.results,
       backend,
-      seed,
+      seed: plan.instance.seed ?? seed,
       executor: inProcessExecutor,
       reporter,
       signal: opts.signal,

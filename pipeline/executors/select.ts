@@ -31,7 +31,7 @@ export function chooseExecutor(opts: {
   store: Store;
   backend: string;
   seed: number;
-  /** More arguments the jobs' `run-instance` needs to see the same pipeline (`--set ...`). */
+  /** Arguments the jobs' `run-instance` needs to read the same pipeline (`--set`, `--seed` ...). */
   cliArgs?: string[];
   /** The module that has the `run-instance` command (default: this process's main module). */
   mainModule?: string;
@@ -48,8 +48,6 @@ export function chooseExecutor(opts: {
     pipelineFile: absolute(opts.pipeline.file),
     mainModule: main.startsWith("file:") ? decodeURIComponent(new URL(main).pathname) : main,
     cwd: Deno.cwd(),
-    backend: opts.backend,
-    seed: opts.seed,
     cliArgs: opts.cliArgs ?? [],
     settings,
   });

@@ -34,9 +34,7 @@ export interface SlurmExecutorOptions {
   mainModule: string;
   /** Working folder of the jobs (the coordinator's: relative paths in params resolve alike). */
   cwd: string;
-  backend: string;
-  seed: number;
-  /** More arguments for `run-instance`, as the coordinator got them (`--set ...`). */
+  /** More arguments for `run-instance`: what makes it read the pipeline as the coordinator did. */
   cliArgs: string[];
   settings: ExecutorSettings;
 }
@@ -98,6 +96,11 @@ export class SlurmExecutor implements ClusterExecutor {
     return `${this.#dir}/jobs/${key}.json`;
   }
 
+  /** The keys of an instance's inputs, as the coordinator built them. */
+  inputsPath(key: string): string {
+    return `${this.#dir}/jobs/${key}.inputs.json`;
+  }
+
   /** The batch script of an instance's job. */
   script(req: ClusterBuild, logBase: string, deno: string, setup: string[]): string {
     const o = this.#o;
@@ -112,12 +115,10 @@ export class SlurmExecutor implements ClusterExecutor {
       req.instance.id,
       "--key",
       req.key,
+      "--inputs",
+      this.inputsPath(req.key),
       "--artifacts",
       this.#root,
-      "--backend",
-      o.backend,
-      "--seed",
-      String(o.seed),
       ...o.cliArgs,
       ...(req.forced ? ["--force", req.instance.node] : []),
     ].map(shellQuote).join(" ");
@@ -151,6 +152,7 @@ export class SlurmExecutor implements ClusterExecutor {
       if (previous && (await slurmJobAlive(previous.job)) === true) {
         return { record: previous, owned: false };
       }
+      await Deno.writeTextFile(this.inputsPath(req.key), JSON.stringify(req.upstream) + "\n");
       const resources = resourcesFor(this.#o.settings, req.instance);
       const logBase = `${this.#dir}/logs/${slug(req.instance.node)}-${req.key.slice(0, 12)}`;
       const script = this.script(
