@@ -1,0 +1,41 @@
+// Tests of lm/train/estimate.ts: FLOPs per token, time from a measured run (scaled by
+// FLOPs for another model), and the units of the dry-run text. Disk and the train
+// manifest are tested through a training run in tests/lm/checkpoints/train_disk_test.ts.
+import assert from "node:assert/strict";
+import {
+  estimateSeconds,
+  flopsPerToken,
+  formatBytes,
+  formatDuration,
+  storedParams,
+} from "../../../lm/train/estimate.ts";
+import { modelConfig } from "../../../lm/model/gpt.ts";
+
+Deno.test("GPT-2 small: 124M stored numbers, about 0.86 GFLOP per trained token", () => {
+  const cfg = modelConfig("gpt2-small", 50257);
+  // wte 50257x768 + wpe 1024x768 + 12 blocks of 12·768² + 13·768 + ln_f 2·768.
+  assert.equal(
+    storedParams(cfg),
+    50257 * 768 + 1024 * 768 + 12 * (12 * 768 * 768 + 13 * 768) + 2 * 768,
+  );
+  const flops = flopsPerToken(cfg, 1024);
+  assert.ok(flops > 0.8e9 && flops < 0.9e9, `${flops}`);
+});
+
+Deno.test("time from a measured run, scaled by FLOPs per token", () => {
+  assert.equal(estimateSeconds(1000, 10, null), null);
+  assert.equal(estimateSeconds(1000, 10, { tokens_per_s: null, flops_per_token: 10 }), null);
+  assert.equal(estimateSeconds(1000, 10, { tokens_per_s: 100, flops_per_token: 10 }), 10);
+  // A model twice as costly per token trains at half the measured rate.
+  assert.equal(estimateSeconds(1000, 20, { tokens_per_s: 100, flops_per_token: 10 }), 20);
+});
+
+Deno.test("bytes and durations read as people write them", () => {
+  assert.equal(formatBytes(512), "512 B");
+  assert.equal(formatBytes(26.1e9), "26 GB");
+  assert.equal(formatBytes(3.52e11), "352 GB");
+  assert.equal(formatDuration(42), "42 s");
+  assert.equal(formatDuration(600), "10 min");
+  assert.equal(formatDuration(3 * 3600), "3.0 h");
+  assert.equal(formatDuration(10 * 86400), "10.0 days");
+});
