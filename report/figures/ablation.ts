@@ -2,15 +2,8 @@
 // one line per k (or ν), one panel per ν (or k), the original black and dashed in every
 // panel; and, when the intervals step ran, a row of gap-to-the-original curves with
 // their 95% paired-bootstrap bands.
-import {
-  AXIS,
-  lineChart,
-  linePanel,
-  type SeriesScale,
-  seriesScale,
-  type SubSpec,
-} from "./charts.ts";
-import { gapCurve, gapsOfGroup, loadGaps } from "./intervals.ts";
+import { AXIS, lineChart, type SeriesScale, seriesScale } from "./charts.ts";
+import { gapRowOf } from "./intervals.ts";
 import { bandOf, loadLoss, lossRows } from "./loss.ts";
 import {
   type DataRow,
@@ -86,7 +79,21 @@ function ablation(id: string, colour: Axis, panel: Axis, paper: string): FigureD
         columns: 4,
         sort: panels.map((v) => label(panel, v)), // numeric order: ν=2, 4, 10, 20
       };
-      const gapRow = await gapPanel(scope, lawa.map((p) => p.series), colour, panel, scale, facet);
+      const groups = new Map<string, SeriesMeta[]>();
+      for (const s of new Set(lawa.map((p) => p.series))) {
+        groups.set(s.group, [...(groups.get(s.group) ?? []), s]);
+      }
+      const gapRow = await gapRowOf(
+        scope,
+        [...groups.values()].map((members) => ({
+          members,
+          fields: {
+            series: label(colour, members[0][colour] as number),
+            panel: label(panel, members[0][panel] as number),
+          },
+        })),
+        { x: "step", series: scale, facet },
+      );
       const used = [...lawa, ...originals];
       const series = uniqueSeries(used);
       const notes = [
@@ -117,55 +124,6 @@ function ablation(id: string, colour: Axis, panel: Axis, paper: string): FigureD
       };
     },
   };
-}
-
-/** The gap-with-band row of an ablation figure, when the intervals table covers its series. */
-async function gapPanel(
-  scope: Parameters<FigureDef["build"]>[0],
-  lawa: SeriesMeta[],
-  colour: Axis,
-  panel: Axis,
-  scale: SeriesScale,
-  facet: { field: string; title: string; columns: number; sort: string[] },
-): Promise<{ spec: SubSpec; note: string; keys: string[] } | null> {
-  const gaps = await loadGaps(scope);
-  if (gaps.length === 0) return null;
-  const groups = new Map<string, SeriesMeta[]>();
-  for (const s of new Set(lawa)) groups.set(s.group, [...(groups.get(s.group) ?? []), s]);
-  const rows: DataRow[] = [];
-  const keys = new Set<string>();
-  let pooled = false;
-  for (const members of groups.values()) {
-    const found = gapsOfGroup(gaps, members);
-    pooled ||= found.pooled;
-    for (const g of found.rows) keys.add(g.instance_key);
-    for (const c of gapCurve(found)) {
-      rows.push({
-        series: label(colour, members[0][colour] as number),
-        panel: label(panel, members[0][panel] as number),
-        ...c,
-      });
-    }
-  }
-  if (rows.length === 0) return null;
-  const spec: SubSpec = {
-    ...linePanel(rows, {
-      x: { field: "step", title: AXIS.step },
-      y: { field: "gap", title: AXIS.gap },
-      series: scale,
-      band: { lower: "lower", upper: "upper" },
-      zeroRule: true,
-      facet,
-    }, "gap to the original, 95% interval"),
-    data: { values: rows },
-  } as SubSpec;
-  const nSeeds = Math.max(...rows.map((r) => r.n_seeds as number));
-  const note = `Gap row: LAWA minus the original, below 0 = LAWA better; its band is the ` +
-    `95% paired-bootstrap interval over evaluation windows` +
-    (nSeeds > 1
-      ? pooled ? ` and ${nSeeds} seeds.` : `, envelope of the per-seed intervals (${nSeeds} seeds).`
-      : ".");
-  return { spec, note, keys: [...keys] };
 }
 
 export const ABLATION_FIGURES: FigureDef[] = [

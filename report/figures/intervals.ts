@@ -2,7 +2,8 @@
 // gap of an averaged series to its own original at each evaluated step, with a 95%
 // interval. A row with a null seed pools several seeds; figures prefer those.
 import { GAP_INTERVALS, selectSql } from "../../steps/tables.ts";
-import { type FigureScope, num, type SeriesMeta, str } from "./scope.ts";
+import { AXIS, type LineOptions, linePanel, type SeriesScale, type SubSpec } from "./charts.ts";
+import { type DataRow, type FigureScope, num, type SeriesMeta, str } from "./scope.ts";
 
 export interface GapRow {
   instance_key: string;
@@ -113,4 +114,48 @@ export function gapCurve(
 export function formatGap(g: { gap: number; lower: number; upper: number }): string {
   const f = (v: number) => v.toFixed(4).replace(/^-/, "−");
   return `${f(g.gap)} [${f(g.lower)}, ${f(g.upper)}]`;
+}
+
+/**
+ * A row of gap-to-the-original curves with their interval bands, one curve per seed
+ * group (its chart fields in `fields`), for figures to append under their loss rows;
+ * null when the intervals table covers none of the groups.
+ */
+export async function gapRowOf(
+  scope: FigureScope,
+  groups: { members: SeriesMeta[]; fields: DataRow }[],
+  o: { x: "step" | "tokens"; series: SeriesScale; facet?: LineOptions["facet"] },
+): Promise<{ spec: SubSpec; note: string; keys: string[] } | null> {
+  const gaps = await loadGaps(scope);
+  if (gaps.length === 0) return null;
+  const rows: DataRow[] = [];
+  const keys = new Set<string>();
+  let pooled = false;
+  for (const { members, fields } of groups) {
+    const found = gapsOfGroup(gaps, members);
+    pooled ||= found.pooled;
+    for (const g of found.rows) keys.add(g.instance_key);
+    for (const c of gapCurve(found)) {
+      rows.push({ ...fields, ...c, tokens: c.step * (members[0].batch_tokens ?? 0) });
+    }
+  }
+  if (rows.length === 0) return null;
+  const spec = {
+    ...linePanel(rows, {
+      x: { field: o.x, title: o.x === "step" ? AXIS.step : AXIS.tokens },
+      y: { field: "gap", title: AXIS.gap },
+      series: o.series,
+      band: { lower: "lower", upper: "upper" },
+      zeroRule: true,
+      facet: o.facet,
+    }, "gap to the original, 95% interval"),
+    data: { values: rows },
+  } as SubSpec;
+  const nSeeds = Math.max(...rows.map((r) => r.n_seeds as number));
+  const note = `Gap row: LAWA minus its original, below 0 = LAWA better; its band is the ` +
+    `95% paired-bootstrap interval over evaluation windows` +
+    (nSeeds > 1
+      ? pooled ? ` and ${nSeeds} seeds.` : `, envelope of the per-seed intervals (${nSeeds} seeds).`
+      : ".");
+  return { spec, note, keys: [...keys] };
 }

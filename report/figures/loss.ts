@@ -4,6 +4,7 @@
 import type { TopLevelSpec } from "vega-lite";
 import { EVAL_LOSS, selectSql, TRAIN_LOG, TRAIN_RUNS } from "../../steps/tables.ts";
 import { AXIS, lineChart, scaleOfSeries, type SeriesScale, seriesScale } from "./charts.ts";
+import { gapRowOf } from "./intervals.ts";
 import {
   bySeedGroup,
   type DataRow,
@@ -244,12 +245,29 @@ function sweep(
         (n) => n.endsWith("· original"),
       );
       const series = uniqueSeries(used);
-      const notes = [left.length ? `Left out: ${left.join("; ")}.` : "", seedNote(series) ?? ""];
+      // With the intervals step's results: each LAWA series' gap to its own original.
+      const lawaGroups = new Map<string, SeriesMeta[]>();
+      for (const s of series.filter((s) => s.method === "lawa")) {
+        lawaGroups.set(s.group, [...(lawaGroups.get(s.group) ?? []), s]);
+      }
+      const gapRow = await gapRowOf(
+        scope,
+        [...lawaGroups.values()].map((members) => ({
+          members,
+          fields: { series: nameOf(members[0]) },
+        })),
+        { x, series: scale },
+      );
+      const notes = [
+        left.length ? `Left out: ${left.join("; ")}.` : "",
+        seedNote(series) ?? "",
+        gapRow?.note ?? "",
+      ];
       const fixedLabel = other === "lr" ? formatLr(fixed) : formatBatch(fixed);
       return {
         rows,
         series,
-        instanceKeys: uniqueKeys(used),
+        instanceKeys: [...new Set([...uniqueKeys(used), ...(gapRow?.keys ?? [])])].sort(),
         note: notes.filter((n) => n).join(" ") || undefined,
         spec: lineChart(
           `${this.title} (${fixedLabel}${lawaSetting ? `, LAWA ${lawaSetting}` : ""})`,
@@ -260,7 +278,7 @@ function sweep(
             series: scale,
             band: bandOf(rows),
           },
-          [],
+          gapRow ? [gapRow.spec] : [],
           true,
         ),
       };

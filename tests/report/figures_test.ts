@@ -325,6 +325,21 @@ Deno.test("intervals: ablation gets a gap row with its band; the final table the
     assert.equal(row[ci], formatGap(last as { gap: number; lower: number; upper: number }));
     assert.equal(table.rows.find((r) => r[0] === "original · lr 6e-3 · 16.4K tok/step")![ci], null);
 
+    // The lr sweep gets the same row for its LAWA series (only lr 6e-3 has gaps here).
+    const sweep = built(await figureById("lr-sweep").build(scope, false));
+    const sweepRows =
+      (sweep.spec as { vconcat: { data?: { values: Record<string, unknown>[] } }[] })
+        .vconcat;
+    assert.equal(sweepRows.length, 3);
+    assert.deepEqual(
+      sweepRows[2].data!.values.map((r) => [r.series, r.step, r.gap]),
+      gaps.filter((g) => g.series_id === "avgA51/.").map((g) => [
+        "lr 6e-3 · LAWA k=5 ν=1",
+        g.step,
+        g.gap,
+      ]),
+    );
+
     // Several seeds: the pooled rows (seed null).
     const seeded = new FigureScope(
       (sql) => ctx.results.query(sql),
