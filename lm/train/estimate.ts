@@ -174,7 +174,8 @@ export function formatDuration(seconds: number): string {
   if (seconds < 90) return `${seconds.toFixed(0)} s`;
   if (seconds < 5400) return `${(seconds / 60).toFixed(0)} min`;
   if (seconds < 2 * 86400) return `${(seconds / 3600).toFixed(1)} h`;
-  return `${(seconds / 86400).toFixed(1)} days`;
+  if (seconds < 730 * 86400) return `${(seconds / 86400).toFixed(1)} days`;
+  return `${Math.round(seconds / (365.25 * 86400)).toLocaleString("en-US")} years`;
 }
 
 /** Seconds for `tokens` from a measured run, scaled by FLOPs per token; null if none. */

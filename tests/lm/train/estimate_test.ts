@@ -38,4 +38,5 @@ Deno.test("bytes and durations read as people write them", () => {
   assert.equal(formatDuration(600), "10 min");
   assert.equal(formatDuration(3 * 3600), "3.0 h");
   assert.equal(formatDuration(10 * 86400), "10.0 days");
+  assert.equal(formatDuration(579206 * 86400), "1,586 years");
 });
