@@ -1,14 +1,21 @@
-// The code part of a cache key: what a step kind's code *means*, not its bytes. Each
-// module reached from the step's module is parsed with the TypeScript compiler's own
-// parser (npm `typescript`, the reference grammar, so no construct is misread the way a
-// regular expression misreads one) and reduced to its syntax tree without comments,
-// formatting, type annotations, interfaces, type aliases or type-only imports. The
-// module graph follows only imports that run: `import type`, `type` specifiers and
-// imports whose bindings are used only as types (which the compiler itself erases) do
-// not pull a module into a step's fingerprint. The pinned versions of the npm packages
-// those modules import, and of the step's `extraPackages`, are hashed with it.
+// The code part of a cache key: what a step kind's code *means*, not its bytes.
+// Modules are read with the TypeScript compiler's parser (code_meaning.ts): comments,
+// formatting, type annotations, interfaces, type aliases and type-only imports do not
+// count. From the step's module, the fingerprint follows what runs: every module loaded
+// through imports that run (value imports, re-exports, literal `import()`), and in each,
+// the top-level statements that loading it runs (calls, assignments, initializers that
+// compute) plus, transitively, the declarations those and the step's own code refer to,
+// across imports by name. A function, class or constant nothing reached refers to does
+// not count, so editing a helper used only by averaging does not retrain. The pinned
+// versions of the npm packages those modules import, and of the step's `extraPackages`,
+// count too.
 //
-// A step kind may set `version`: it then stands in for its local source graph (the
+// The reach is an over-approximation by name (a property `x.foo` counts as a use of a
+// top-level `foo`; shadowing is ignored): it may rerun too much, never too little, as
+// long as code is reached through names (nothing is looked up with `eval` or by a
+// computed import specifier).
+//
+// A step kind may set `version`: it then stands in for its local source files (the
 // escape hatch for an edit its author knows does not change results; see the README).
 //
 // Parsing costs a few milliseconds per module, so meanings are cached by the sha256 of
@@ -16,207 +23,112 @@
 // nothing changed does not load the parser at all.
 import { relative } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
-import type * as TS from "typescript";
 import type { StepKind } from "./step.ts";
 import { hashJson, sha256Hex } from "./hash.ts";
 import { UserError } from "./errors.ts";
+import {
+  loadTypescript,
+  MEANING_FORMAT,
+  type ModuleMeaning,
+  moduleMeaning,
+} from "./code_meaning.ts";
 
-/** The part of a module that matters for its users' cache keys. */
-export interface ModuleMeaning {
-  /** sha256 of the normalized syntax tree. */
-  hash: string;
-  /** Specifiers of the imports that run (static value imports, re-exports, literal `import()`). */
-  imports: string[];
-}
+export { loadTypescript, moduleMeaning };
+export type { ModuleMeaning };
 
-/** Bumped when the normalization changes, so a persisted cache of older meanings is ignored. */
-const MEANING_FORMAT = "ts-ast/1";
 /** Past this many entries, a saved cache file keeps only the meanings last used. */
 const MAX_PERSISTED = 5000;
-
-let typescriptModule: Promise<typeof TS> | null = null;
-/** The TypeScript compiler, loaded on first use (it takes a moment). */
-export function loadTypescript(): Promise<typeof TS> {
-  typescriptModule ??= import("typescript").then((m) => (m.default ?? m) as typeof TS);
-  return typescriptModule;
-}
 
 /** Meanings by sha256 of the source text, shared by every Fingerprinter of the process. */
 const processMeanings = new Map<string, ModuleMeaning>();
 
-type Ts = typeof TS;
-
-/** Modifiers that only the type checker reads. */
-function typeOnlyModifier(ts: Ts, kind: TS.SyntaxKind, onParameter: boolean): boolean {
-  switch (kind) {
-    case ts.SyntaxKind.ReadonlyKeyword:
-    case ts.SyntaxKind.OverrideKeyword:
-    case ts.SyntaxKind.AbstractKeyword:
-    case ts.SyntaxKind.DeclareKeyword:
-      return !onParameter;
-    case ts.SyntaxKind.PublicKeyword:
-    case ts.SyntaxKind.PrivateKeyword:
-    case ts.SyntaxKind.ProtectedKeyword:
-      // On a constructor parameter they declare a property: that runs.
-      return !onParameter;
-    default:
-      return false;
-  }
+/** A module whose meaning stands for a JSON file: its bytes, as one effect. */
+function jsonMeaning(source: string): ModuleMeaning {
+  return {
+    imports: [],
+    bindings: [],
+    exports: { default: "default" },
+    reexports: [],
+    dynamic: [],
+    head: "",
+    units: [{ hash: sha256Hex(source), declares: ["default"], refs: [], effect: true }],
+  };
 }
 
-function hasModifier(node: TS.Node, kind: TS.SyntaxKind): boolean {
-  const mods = (node as { modifiers?: TS.NodeArray<TS.ModifierLike> }).modifiers;
-  return mods?.some((m) => m.kind === kind) ?? false;
-}
+/** Which units of which modules run: the effects of loaded modules and what they reach. */
+export function reachedUnits(
+  root: string,
+  meanings: Map<string, ModuleMeaning>,
+  resolve: (spec: string, from: string) => string | null,
+): Map<string, Set<number>> {
+  const needed = new Map<string, Set<number>>();
+  const exportsDone = new Set<string>();
+  const whole = new Set<string>();
+  const pending: (() => void)[] = [];
 
-/** Parse a TypeScript or JavaScript module and reduce it to its meaning. */
-export function moduleMeaning(ts: Ts, source: string, fileName: string): ModuleMeaning {
-  const scriptKind = /\.m?js$/.test(fileName) ? ts.ScriptKind.JS : ts.ScriptKind.TS;
-  const file = ts.createSourceFile(fileName, source, ts.ScriptTarget.Latest, false, scriptKind);
-  const out: string[] = [];
-  const valueNames = new Set<string>();
-  const dynamicImports: string[] = [];
-  const K = ts.SyntaxKind;
-
-  const isTypeOnlyNode = (node: TS.Node): boolean => {
-    switch (node.kind) {
-      case K.InterfaceDeclaration:
-      case K.TypeAliasDeclaration:
-      case K.IndexSignature:
-        return true;
-      case K.FunctionDeclaration:
-      case K.MethodDeclaration:
-      case K.Constructor:
-        // Overload signatures have no body.
-        return (node as TS.FunctionLikeDeclaration).body === undefined;
-      case K.HeritageClause:
-        return (node as TS.HeritageClause).token === K.ImplementsKeyword;
-      case K.Parameter: {
-        const name = (node as TS.ParameterDeclaration).name;
-        return ts.isIdentifier(name) && name.text === "this";
-      }
-      case K.ExportDeclaration:
-        return (node as TS.ExportDeclaration).isTypeOnly;
-      case K.ExportSpecifier:
-      case K.ImportSpecifier:
-        return (node as TS.ExportSpecifier).isTypeOnly;
-      default:
-        return hasModifier(node, K.DeclareKeyword) && ts.isStatement(node);
+  const include = (url: string, index: number) => {
+    let set = needed.get(url);
+    if (!set) needed.set(url, set = new Set());
+    if (set.has(index)) return;
+    set.add(index);
+    for (const ref of meanings.get(url)!.units[index].refs) pending.push(() => local(url, ref));
+  };
+  /** A name used in `url`: its declaration there, or the export it imports. */
+  const local = (url: string, name: string) => {
+    const m = meanings.get(url)!;
+    m.units.forEach((u, i) => {
+      if (u.declares.includes(name)) include(url, i);
+    });
+    for (const b of m.bindings) {
+      if (b.local !== name) continue;
+      const target = resolve(b.from, url);
+      if (target === null) continue;
+      if (b.imported === "*") wholeModule(target);
+      else exported(target, b.imported);
+    }
+  };
+  const exported = (url: string, name: string) => {
+    const id = `${url}\u0000${name}`;
+    const m = meanings.get(url);
+    if (!m || exportsDone.has(id)) return;
+    exportsDone.add(id);
+    const localName = m.exports[name];
+    if (localName?.startsWith("*")) {
+      const target = resolve(localName.slice(1), url);
+      if (target !== null) wholeModule(target);
+    } else if (localName !== undefined) {
+      local(url, localName);
+    }
+    for (const r of m.reexports) {
+      const target = resolve(r.from, url);
+      if (target === null) continue;
+      if (r.names === null && name !== "default") exported(target, name);
+      else if (r.names && name in r.names) exported(target, r.names[name]);
+    }
+  };
+  const wholeModule = (url: string) => {
+    const m = meanings.get(url);
+    if (!m || whole.has(url)) return;
+    whole.add(url);
+    m.units.forEach((_, i) => include(url, i));
+    for (const r of m.reexports) {
+      const target = resolve(r.from, url);
+      if (target !== null) wholeModule(target);
     }
   };
 
-  const visit = (node: TS.Node): void => {
-    if (isTypeOnlyNode(node)) return;
-    // `x as T`, `x satisfies T`, `<T>x`, `x!`: only `x` runs.
-    if (
-      ts.isAsExpression(node) || ts.isSatisfiesExpression(node) ||
-      ts.isTypeAssertionExpression(node) || ts.isNonNullExpression(node)
-    ) {
-      return visit(node.expression);
+  for (const [url, m] of meanings) {
+    if (url === root) wholeModule(url);
+    m.units.forEach((u, i) => {
+      if (u.effect) include(url, i);
+    });
+    for (const spec of m.dynamic) {
+      const target = resolve(spec, url);
+      if (target !== null) wholeModule(target);
     }
-    out.push(ts.SyntaxKind[node.kind]);
-    switch (node.kind) {
-      case K.Identifier:
-      case K.PrivateIdentifier:
-        valueNames.add((node as TS.Identifier).text);
-        out.push((node as TS.Identifier).text);
-        return;
-      case K.StringLiteral:
-      case K.NoSubstitutionTemplateLiteral:
-      case K.TemplateHead:
-      case K.TemplateMiddle:
-      case K.TemplateTail:
-      case K.NumericLiteral:
-      case K.BigIntLiteral:
-      case K.RegularExpressionLiteral:
-        out.push(JSON.stringify((node as TS.LiteralLikeNode).text));
-        return;
-    }
-    if (
-      ts.isCallExpression(node) && node.expression.kind === K.ImportKeyword &&
-      node.arguments.length > 0 && ts.isStringLiteralLike(node.arguments[0])
-    ) {
-      dynamicImports.push(node.arguments[0].text);
-    }
-    const typed = node as {
-      type?: TS.Node;
-      typeParameters?: TS.NodeArray<TS.Node>;
-      typeArguments?: TS.NodeArray<TS.Node>;
-      questionToken?: TS.Node;
-      exclamationToken?: TS.Node;
-    };
-    const isParameter = node.kind === K.Parameter;
-    out.push("(");
-    ts.forEachChild(
-      node,
-      (child) => {
-        if (
-          child === typed.type || child === typed.questionToken ||
-          child === typed.exclamationToken
-        ) return;
-        if (ts.isModifier(child) && typeOnlyModifier(ts, child.kind, isParameter)) return;
-        visit(child);
-      },
-      (children) => {
-        if (children === typed.typeParameters || children === typed.typeArguments) return;
-        for (const child of children) {
-          if (ts.isModifier(child) && typeOnlyModifier(ts, child.kind, isParameter)) continue;
-          visit(child);
-        }
-      },
-    );
-    out.push(")");
-  };
-
-  const imports: { specifier: string; statement: TS.Statement }[] = [];
-  const reexports: string[] = [];
-  for (const statement of file.statements) {
-    if (ts.isImportDeclaration(statement)) {
-      imports.push({ specifier: (statement.moduleSpecifier as TS.StringLiteral).text, statement });
-      continue;
-    }
-    if (isTypeOnlyNode(statement)) continue;
-    if (
-      ts.isExportDeclaration(statement) && statement.moduleSpecifier &&
-      ts.isStringLiteral(statement.moduleSpecifier)
-    ) {
-      reexports.push(statement.moduleSpecifier.text);
-    }
-    visit(statement);
   }
-
-  // Imports last, once every name used as a value is known: the compiler erases an
-  // import none of whose bindings is used as a value, and so does this.
-  const head: string[] = [];
-  const running: string[] = [];
-  for (const { specifier, statement } of imports) {
-    const clause = (statement as TS.ImportDeclaration).importClause;
-    if (!clause) {
-      running.push(specifier);
-      head.push(`import ${JSON.stringify(specifier)}`);
-      continue;
-    }
-    if (clause.phaseModifier === K.TypeKeyword) continue;
-    const used: string[] = [];
-    if (clause.name && valueNames.has(clause.name.text)) used.push(`default:${clause.name.text}`);
-    const bindings = clause.namedBindings;
-    if (bindings && ts.isNamespaceImport(bindings) && valueNames.has(bindings.name.text)) {
-      used.push(`*:${bindings.name.text}`);
-    } else if (bindings && ts.isNamedImports(bindings)) {
-      for (const el of bindings.elements) {
-        if (el.isTypeOnly || !valueNames.has(el.name.text)) continue;
-        used.push(`${el.propertyName?.getText(file) ?? el.name.text}:${el.name.text}`);
-      }
-    }
-    if (used.length === 0) continue;
-    running.push(specifier);
-    const attributes = (statement as TS.ImportDeclaration).attributes?.elements.map((a) =>
-      `${a.name.getText(file)}=${a.value.getText(file)}`
-    ) ?? [];
-    head.push(`import ${JSON.stringify(specifier)} ${used.join(",")} ${attributes.join(",")}`);
-  }
-  const text = head.join("\n") + "\n" + out.join(" ");
-  return { hash: sha256Hex(text), imports: [...running, ...reexports, ...dynamicImports] };
+  while (pending.length) pending.pop()!();
+  return needed;
 }
 
 interface ImportMap {
@@ -291,7 +203,7 @@ export class Fingerprinter {
   }
 
   async #meaning(url: string, source: string): Promise<ModuleMeaning> {
-    if (url.endsWith(".json")) return { hash: sha256Hex(source), imports: [] };
+    if (url.endsWith(".json")) return jsonMeaning(source);
     const sourceSha = sha256Hex(source);
     const persisted = await this.#loadPersisted();
     let meaning = processMeanings.get(sourceSha) ?? persisted[sourceSha];
@@ -342,7 +254,6 @@ export class Fingerprinter {
     const modulePath = fromFileUrl(kind.module);
     const map = await this.#importMap(modulePath.replace(/\/[^/]*$/, ""));
     const root = map?.root ?? modulePath.replace(/\/[^/]*$/, "");
-    const files: Record<string, string> = {};
     const packages: Record<string, string> = {};
     const resolvePackage = (spec: string) => {
       if (spec.startsWith("node:")) return;
@@ -362,6 +273,15 @@ export class Fingerprinter {
       packages[spec] = prefix ? imports[prefix] : spec;
     };
 
+    // Every module loading the step's module loads, with its meaning.
+    const meanings = new Map<string, ModuleMeaning>();
+    const missing: string[] = [];
+    const resolveLocal = (spec: string, from: string): string | null =>
+      spec.startsWith("./") || spec.startsWith("../")
+        ? new URL(spec, from).href
+        : spec.startsWith("file:")
+        ? spec
+        : null;
     const pending = [kind.module];
     const seen = new Set<string>();
     while (pending.length) {
@@ -369,25 +289,37 @@ export class Fingerprinter {
       if (seen.has(url)) continue;
       seen.add(url);
       const source = await this.#source(url);
-      const path = relative(root, fromFileUrl(url));
       if (source === null) {
-        files[path] = "missing";
+        missing.push(relative(root, fromFileUrl(url)));
         continue;
       }
       const meaning = await this.#meaning(url, source);
-      files[path] = meaning.hash;
+      meanings.set(url, meaning);
       for (const spec of meaning.imports) {
-        if (spec.startsWith("./") || spec.startsWith("../")) pending.push(new URL(spec, url).href);
-        else if (spec.startsWith("file:")) pending.push(spec);
+        const target = resolveLocal(spec, url);
+        if (target !== null) pending.push(target);
         else resolvePackage(spec);
       }
     }
+    const files: Record<string, { head: string; units: string[] }> = {};
+    const reached = reachedUnits(kind.module, meanings, (spec, from) => {
+      const target = resolveLocal(spec, from);
+      return target !== null && meanings.has(target) ? target : null;
+    });
+    for (const [url, indices] of reached) {
+      const m = meanings.get(url)!;
+      files[relative(root, fromFileUrl(url))] = {
+        head: m.head,
+        units: [...indices].sort((a, b) => a - b).map((i) => m.units[i].hash),
+      };
+    }
+    for (const path of missing) files[path] = { head: "missing", units: [] };
     for (const extra of kind.extraPackages ?? []) resolvePackage(extra);
     await this.save();
     if (kind.version !== undefined) {
       // The author vouches that the local code means `version`: only packages count.
       return hashJson({ version: kind.version, packages });
     }
-    return hashJson({ files, packages });
+    return hashJson({ format: MEANING_FORMAT, files, packages });
   }
 }

@@ -6,7 +6,15 @@ import { TOY_DIR } from "./toy_helpers.ts";
 import { copyToyWithKinds } from "./toy_copy.ts";
 
 const ts = await loadTypescript();
-const meaning = (source: string) => moduleMeaning(ts, source, "m.ts");
+const parsed = (source: string) => moduleMeaning(ts, source, "m.ts");
+/** The whole module's meaning, as one string (imports, exports and every unit). */
+const meaning = (source: string) => {
+  const m = parsed(source);
+  return {
+    imports: m.imports,
+    hash: JSON.stringify([m.head, m.units.map((u) => [u.hash, u.effect, u.declares])]),
+  };
+};
 
 const BASE = `import { z } from "zod";
 import type { A } from "./a.ts";
@@ -84,7 +92,7 @@ async function fingerprints(kinds: StepKind[]): Promise<Record<string, string>> 
   return out;
 }
 
-Deno.test("editing a helper changes only the steps that import it", async () => {
+Deno.test("editing a helper changes only the steps whose code reaches it", async () => {
   const { dir, kinds } = await copyToyWithKinds();
   try {
     const before = await fingerprints(kinds);
@@ -97,13 +105,89 @@ Deno.test("editing a helper changes only the steps that import it", async () => 
     await Deno.writeTextFile(`${dir}/steps/math.ts`, math + "\n// a note\n");
     assert.deepEqual(await fingerprints(kinds), before, "a comment changed a fingerprint");
 
+    // math.ts holds square() (called by the square step) and sleep() (called by source,
+    // sleep and square): each edit reaches only the steps that call the function edited.
     await Deno.writeTextFile(`${dir}/steps/math.ts`, math.replace("x * x", "x ** 2"));
-    const after = await fingerprints(kinds);
-    // source, square and sleep import math.ts; sum and fail do not.
-    for (const name of ["source", "square", "sleep"]) assert.notEqual(after[name], before[name]);
-    for (const name of ["sum", "fail"]) assert.equal(after[name], before[name]);
+    const squareEdited = await fingerprints(kinds);
+    for (const name of ["square"]) assert.notEqual(squareEdited[name], before[name], name);
+    for (const name of ["source", "sleep", "sum", "fail"]) {
+      assert.equal(squareEdited[name], before[name], name);
+    }
+    await Deno.writeTextFile(
+      `${dir}/steps/math.ts`,
+      math.replace("setTimeout(resolve, ms)", "setTimeout(resolve, ms + 1)"),
+    );
+    const sleepEdited = await fingerprints(kinds);
+    for (const name of ["source", "sleep", "square"]) {
+      assert.notEqual(sleepEdited[name], before[name], name);
+    }
+    for (const name of ["sum", "fail"]) {
+      assert.equal(sleepEdited[name], before[name], name);
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A step kind whose module and helpers are the given files, in a temp folder. */
+async function projectOf(files: Record<string, string>): Promise<{ dir: string; kind: StepKind }> {
+  const dir = await Deno.makeTempDir({ prefix: "fp-project-" });
+  await Deno.copyFile(new URL("../../deno.json", import.meta.url), `${dir}/deno.json`);
+  for (const [name, text] of Object.entries(files)) {
+    await Deno.writeTextFile(`${dir}/${name}`, text);
+  }
+  const kind = { name: "k", module: new URL("step.ts", `file://${dir}/`).href } as StepKind;
+  return { dir, kind };
+}
+
+async function fingerprintAfter(
+  files: Record<string, string>,
+  edit: [string, string, string],
+): Promise<{ before: string; after: string }> {
+  const { dir, kind } = await projectOf(files);
+  try {
+    const before = await new Fingerprinter().kind(kind);
+    const [file, from, to] = edit;
+    const text = await Deno.readTextFile(`${dir}/${file}`);
+    assert.ok(text.includes(from), `${file} lacks ${from}`);
+    await Deno.writeTextFile(`${dir}/${file}`, text.replace(from, to));
+    return { before, after: await new Fingerprinter().kind(kind) };
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const HELPERS = {
+  "step.ts": `import { used } from "./lib.ts";\nimport * as ns from "./ns.ts";\n` +
+    `import { again } from "./barrel.ts";\nexport const out = used(1) + ns.any() + again();\n`,
+  "lib.ts":
+    `import { deep } from "./deep.ts";\nexport function used(x: number) { return deep(x) + 1; }\n` +
+    `export function unused(x: number) { return x * 3; }\nexport const TABLE = [1, 2];\n` +
+    `export const computed = unused(2);\n`,
+  "deep.ts":
+    `export function deep(x: number) { return x * 2; }\nexport function other() { return 0; }\n`,
+  "ns.ts": `export function any() { return 1; }\nexport function rest() { return 2; }\n`,
+  "barrel.ts": `export * from "./again.ts";\nexport { deep as renamed } from "./deep.ts";\n`,
+  "again.ts": `export function again() { return 3; }\nexport function notAgain() { return 4; }\n`,
+  "effects.ts": `console.log("loaded");\n`,
+};
+
+Deno.test("a fingerprint follows what the step's code reaches, across modules, by name", async () => {
+  const changes: [string, string, string, boolean][] = [
+    ["lib.ts", "deep(x) + 1", "deep(x) + 2", true], // a function the step calls
+    ["deep.ts", "x * 2", "x * 4", true], // one it calls in turn
+    ["deep.ts", "return 0", "return 9", false], // a function nothing calls
+    ["lib.ts", "x * 3", "x * 5", true], // called by a computed constant: runs on load
+    ["lib.ts", "[1, 2]", "[1, 3]", false], // a constant nothing reads
+    ["ns.ts", "return 2", "return 5", true], // a namespace import counts whole
+    ["again.ts", "return 3", "return 6", true], // through `export *`
+    ["again.ts", "return 4", "return 7", false], // the barrel's other export
+    ["step.ts", "used(1)", "used(2)", true],
+    ["step.ts", "export const out", 'import "./effects.ts";\nexport const out', true],
+  ];
+  for (const [file, from, to, changes_] of changes) {
+    const { before, after } = await fingerprintAfter(HELPERS, [file, from, to]);
+    assert.equal(before !== after, changes_, `${file}: ${from} -> ${to}`);
   }
 });
 
@@ -113,7 +197,10 @@ Deno.test("a step kind's version stands in for its source files", async () => {
     const versioned = kinds.map((k) => k.name === "square" ? { ...k, version: "1" } : k);
     const before = await fingerprints(versioned);
     const math = await Deno.readTextFile(`${dir}/steps/math.ts`);
-    await Deno.writeTextFile(`${dir}/steps/math.ts`, math.replace("x * x", "x ** 2"));
+    await Deno.writeTextFile(
+      `${dir}/steps/math.ts`,
+      math.replace("setTimeout(resolve, ms)", "setTimeout(resolve, ms + 1)"),
+    );
     const after = await fingerprints(versioned);
     assert.equal(after.square, before.square, "versioned kind followed a source edit");
     assert.notEqual(after.source, before.source);
