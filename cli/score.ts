@@ -24,7 +24,7 @@ Options:
   --seq-len T       window length (default: the model's context length). Window i reads
                     tokens i*T .. i*T+T-1 and predicts i*T+1 .. i*T+T; every full window.
   --dtype D         uint16 | uint32 for a .bin file
-  --batch-size N    windows per forward pass (default 4)
+  --batch-size N    windows per forward pass (default: 2048 tokens' worth, at least 1)
   --backend B       wasm (default) | cpu | webgpu | tensorflow
   -h, --help        this text
 
@@ -76,7 +76,7 @@ export function parseScoreArgs(args: string[]): ScoreOptions | "help" {
     file: positionals[1],
     seqLen: positiveInt("--seq-len", values["seq-len"]),
     dtype,
-    batchSize: positiveInt("--batch-size", values["batch-size"]) ?? 4,
+    batchSize: positiveInt("--batch-size", values["batch-size"]) ?? 0,
     backend: (values.backend ?? "wasm") as BackendName,
   };
 }
@@ -123,7 +123,9 @@ export async function score(opts: ScoreOptions): Promise<Record<string, unknown>
     }
     const seqLen = opts.seqLen ?? model.config.block_size;
     const t0 = performance.now();
-    const r = await scoreTokens(model.config, model.weights, tokens, seqLen, opts.batchSize);
+    // Default: about 2048 tokens per forward pass (attention memory grows with B*T*T).
+    const batch = opts.batchSize || Math.max(1, Math.floor(2048 / seqLen));
+    const r = await scoreTokens(model.config, model.weights, tokens, seqLen, batch);
     const seconds = (performance.now() - t0) / 1000;
     return {
       ...r,

@@ -8,8 +8,14 @@
 // stays flat however many checkpoints are evaluated.
 import * as tf from "@tensorflow/tfjs-core";
 import type { GPTConfig, Weights } from "../model/gpt.ts";
-import { type ModelConfig, modelForward, modelWeights, readCheckpointF32 } from "../model/model.ts";
-import { neoxConfigFromJson } from "../model/neox.ts";
+import {
+  isNeox,
+  type ModelConfig,
+  modelForward,
+  modelWeights,
+  readCheckpointF32,
+} from "../model/model.ts";
+import { neoxConfigFromJson, neoxScoreBatch } from "../model/neox.ts";
 import { evalWindows, openTokens, readMeta, tokenFileName } from "../data/windows.ts";
 import type { SeriesInfo } from "../checkpoints/series.ts";
 
@@ -43,15 +49,16 @@ export async function scoreBatch(
       `scoreBatch: sequence length ${T} exceeds the model's block_size ${cfg.block_size}`,
     );
   }
+  if (isNeox(cfg)) return await neoxScoreBatch(cfg, w, x, y, B, T); // head in chunks
   const V = cfg.vocab_size;
   const [nllT, argmaxT] = tf.tidy(() => {
     const idx = tf.tensor2d(x, [B, T], "int32");
-    const logits = modelForward(cfg, w, idx).reshape([B * T, V]); // (N, V)
+    const logits = tf.reshape(modelForward(cfg, w, idx), [B * T, V]); // (N, V)
     const lse = tf.logSumExp(logits, 1); // (N)
     // Target logit: gather from the flat logits at n*V + y[n] (no one-hot, no (N, V) mask).
     const flatIndex = new Int32Array(B * T);
     for (let n = 0; n < B * T; n++) flatIndex[n] = n * V + y[n];
-    const target = tf.gather(logits.reshape([B * T * V]), tf.tensor1d(flatIndex, "int32")); // (N)
+    const target = tf.gather(tf.reshape(logits, [B * T * V]), tf.tensor1d(flatIndex, "int32")); // (N)
     return [tf.sub(lse, target), tf.argMax(logits, 1)]; // (N), (N)
   });
   try {

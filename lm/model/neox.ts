@@ -250,8 +250,8 @@ function mlp(w: Weights, prefix: string, x: tf.Tensor2D): tf.Tensor2D {
   return linear(w, `${prefix}.dense_4h_to_h`, h);
 }
 
-/** (B, T) token ids -> logits (B, T, V). Call inside tf.tidy. */
-export function neoxForward(cfg: NeoxConfig, w: Weights, idx: tf.Tensor2D): tf.Tensor3D {
+/** (B, T) token ids -> final hidden states (B*T, C), after the last LayerNorm. Call inside tf.tidy. */
+export function neoxHidden(cfg: NeoxConfig, w: Weights, idx: tf.Tensor2D): tf.Tensor2D {
   const [B, T] = idx.shape;
   if (T > cfg.block_size) {
     throw new Error(`sequence length ${T} exceeds max_position_embeddings ${cfg.block_size}`);
@@ -260,26 +260,87 @@ export function neoxForward(cfg: NeoxConfig, w: Weights, idx: tf.Tensor2D): tf.T
   const ids = tf.reshape(tf.cast(idx, "int32"), [B * T]);
   let x = tf.gather(param(w, "gpt_neox.embed_in.weight"), ids) as tf.Tensor2D; // (B*T, C)
   const ctx = { mask: causalMask(T), ...rotaryTables(cfg, T) };
+  // One tidy scope per layer, so that a layer's intermediates (attention scores above
+  // all) are freed before the next: forward-only memory is one layer's, not the model's.
   for (let i = 0; i < cfg.num_hidden_layers; i++) {
     const p = `gpt_neox.layers.${i}`;
-    const attn = attention(
-      cfg,
-      w,
-      `${p}.attention`,
-      layerNorm(w, `${p}.input_layernorm`, x, eps),
-      B,
-      T,
-      ctx,
-    );
-    if (cfg.use_parallel_residual) {
-      const m = mlp(w, `${p}.mlp`, layerNorm(w, `${p}.post_attention_layernorm`, x, eps));
-      x = tf.add(tf.add(x, attn), m);
-    } else {
-      x = tf.add(x, attn);
-      x = tf.add(x, mlp(w, `${p}.mlp`, layerNorm(w, `${p}.post_attention_layernorm`, x, eps)));
-    }
+    const input = x;
+    x = tf.tidy(() => {
+      const ln1 = layerNorm(w, `${p}.input_layernorm`, input, eps);
+      const attn = attention(cfg, w, `${p}.attention`, ln1, B, T, ctx);
+      if (cfg.use_parallel_residual) {
+        const ln2 = layerNorm(w, `${p}.post_attention_layernorm`, input, eps);
+        return tf.add(tf.add(input, attn), mlp(w, `${p}.mlp`, ln2));
+      }
+      const mid = tf.add(input, attn) as tf.Tensor2D;
+      return tf.add(
+        mid,
+        mlp(w, `${p}.mlp`, layerNorm(w, `${p}.post_attention_layernorm`, mid, eps)),
+      );
+    });
+    input.dispose();
   }
-  const h = layerNorm(w, "gpt_neox.final_layer_norm", x, eps);
-  const logits = tf.matMul(h, param(w, "embed_out.weight") as tf.Tensor2D, false, true);
+  return layerNorm(w, "gpt_neox.final_layer_norm", x, eps);
+}
+
+/** (B, T) token ids -> logits (B, T, V). Call inside tf.tidy. */
+export function neoxForward(cfg: NeoxConfig, w: Weights, idx: tf.Tensor2D): tf.Tensor3D {
+  const [B, T] = idx.shape;
+  const logits = tf.matMul(
+    neoxHidden(cfg, w, idx),
+    param(w, "embed_out.weight") as tf.Tensor2D,
+    false,
+    true,
+  );
   return tf.reshape(logits, [B, T, cfg.vocab_size]);
+}
+
+/** Logit values per chunk of the output head: 16M floats (64 MB) at a time. */
+const HEAD_CHUNK_VALUES = 1 << 24;
+
+/**
+ * Per-position cross-entropy of y and argmax prediction for x, (B, T) row-major, with
+ * the output head applied a chunk of rows at a time: a Pythia window of 2048 tokens
+ * has 2048 x 50304 logits (400 MB), more than the wasm backend's memory holds at once.
+ */
+export async function neoxScoreBatch(
+  cfg: NeoxConfig,
+  w: Weights,
+  x: Int32Array,
+  y: Int32Array,
+  B: number,
+  T: number,
+): Promise<{ nll: Float32Array; argmax: Int32Array }> {
+  const N = B * T, V = cfg.vocab_size, C = cfg.hidden_size;
+  const h = tf.tidy(() => neoxHidden(cfg, w, tf.tensor2d(x, [B, T], "int32")));
+  const nll = new Float32Array(N);
+  const argmax = new Int32Array(N);
+  const rows = Math.max(1, Math.floor(HEAD_CHUNK_VALUES / V));
+  try {
+    for (let start = 0; start < N; start += rows) {
+      const n = Math.min(rows, N - start);
+      const [lossT, argT] = tf.tidy(() => {
+        const logits = tf.matMul(
+          tf.slice(h, [start, 0], [n, C]),
+          param(w, "embed_out.weight") as tf.Tensor2D,
+          false,
+          true,
+        ); // (n, V)
+        const flatIndex = new Int32Array(n);
+        for (let i = 0; i < n; i++) flatIndex[i] = i * V + y[start + i];
+        const target = tf.gather(tf.reshape(logits, [n * V]), tf.tensor1d(flatIndex, "int32"));
+        return [tf.sub(tf.logSumExp(logits, 1), target), tf.argMax(logits, 1)];
+      });
+      try {
+        nll.set(await lossT.data() as Float32Array, start);
+        argmax.set(await argT.data() as Int32Array, start);
+      } finally {
+        lossT.dispose();
+        argT.dispose();
+      }
+    }
+  } finally {
+    h.dispose();
+  }
+  return { nll, argmax };
 }
