@@ -101,7 +101,7 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
   }
   for (const [key, digest] of recorded) if (!digests.has(key)) digests.set(key, digest);
 
-  const fingerprinter = new Fingerprinter();
+  const fingerprinter = new Fingerprinter({ cacheFile: `${opts.store.root}/.code-meanings.json` });
   const plan: Plan = { reachable: new Set(), resumable: new Set() };
   for (const file of await configFiles(opts.configsDir)) {
     const config = await loadConfig(file);
