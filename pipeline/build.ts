@@ -77,8 +77,10 @@ export async function buildInstance(req: BuildRequest): Promise<BuildResult> {
   const kind: StepKind = instance.kind;
   const tables = kind.tables ?? {};
   return await withSharedLock(store.lockPath(key), async (): Promise<BuildResult> => {
-    // Another process may have built it while this one waited for the lock.
-    const now = await store.readManifest(key);
+    // Another process may have built it while this one waited for the lock (checked as
+    // on every use: a damaged entry is rebuilt).
+    const found = await store.inspect(key);
+    const now = found.state === "ok" ? found.manifest : null;
     if (now && !req.forced) return { status: "cached", manifest: now };
     const outDir = await store.prepareWorkDir(key, kind.resumable === true);
     reporter.event(

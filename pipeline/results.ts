@@ -214,6 +214,7 @@ export class ResultsDb {
 
   /** One copy of the database: attach it, run jobs while they keep coming, swap it in. */
   async #batch(first: Job[], all: Job[]): Promise<void> {
+    await this.#removeStaleCopies();
     const copy = `${this.root}/.results-${crypto.randomUUID()}.duckdb`;
     try {
       let damage = await this.#copyCurrent(copy);
@@ -238,7 +239,10 @@ export class ResultsDb {
             }
           }
           batch = [];
-          const deadline = Math.min(Date.now() + LINGER_MS, openedMs + MAX_HOLD_MS);
+          // Only writes wait for company: a reader has its answer already, and a copy
+          // left open for nothing would outlive a process that exits now.
+          const linger = wrote ? LINGER_MS : 0;
+          const deadline = Math.min(Date.now() + linger, openedMs + MAX_HOLD_MS);
           while (!this.#queue.length && Date.now() < deadline) {
             await new Promise((r) => setTimeout(r, 5));
           }
@@ -282,12 +286,22 @@ export class ResultsDb {
     }
   }
 
+  /** Copies left by a process killed mid-batch (only the lock holder has a live one). */
+  async #removeStaleCopies(): Promise<void> {
+    for await (const e of Deno.readDir(this.root)) {
+      if (/^\.results-[0-9a-f-]+\.duckdb(\.wal)?$/.test(e.name)) {
+        await Deno.remove(`${this.root}/${e.name}`).catch(() => {});
+      }
+    }
+  }
+
   /**
    * Copy results.duckdb to `copy`; returns why the file cannot be used (a reason) or
    * null. A missing file is not damage: the copy starts empty.
    */
   async #copyCurrent(copy: string): Promise<string | null> {
     let stamp: Stamp;
+    this.#trusted = false;
     try {
       stamp = await stampOf(this.path);
     } catch (e) {

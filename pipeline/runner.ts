@@ -219,15 +219,20 @@ export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
 
     if (existing && !forced) {
       built.set(instance.id, { key, digest: existing.digest, manifest: existing });
-      if (!opts.dryRun && !loaded.has(key)) {
-        await results.loadInstance(
-          key,
-          instance.kind.tables ?? {},
-          store.entryDir(key),
-        );
-      }
       if (opts.dryRun) reporter.line(`cached    ${instance.label} (${key.slice(0, 12)})`);
-      else await instance.kind.publish?.(store.entryDir(key), instance.params, store.root);
+      else {
+        try {
+          if (!loaded.has(key)) {
+            await results.loadInstance(key, instance.kind.tables ?? {}, store.entryDir(key));
+          }
+          await instance.kind.publish?.(store.entryDir(key), instance.params, store.root);
+        } catch (e) {
+          // A one-line failure of this instance, not a crash of the run.
+          const error = `cached, but ${errorText(e)}`;
+          reporter.event(instance.label, "failed", error);
+          return { instance, status: "failed", key, manifest: existing, error };
+        }
+      }
       return { instance, status: "cached", key, manifest: existing };
     }
     if (opts.dryRun) {

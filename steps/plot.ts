@@ -161,9 +161,9 @@ async function copyTree(from: string, to: string): Promise<void> {
  * renamed into place, so a reader never sees half a folder.
  */
 export async function publishFigures(outDir: string, dest: string): Promise<void> {
+  // The folder is replaced whole: refuse a name that points elsewhere ("..", ".", "").
+  const name = dest.slice(dest.lastIndexOf("/") + 1);
   const trimmed = dest.replace(/\/+$/, "");
-  // The folder is replaced whole: refuse a name that points elsewhere ("..", "", ".").
-  const name = trimmed.slice(trimmed.lastIndexOf("/") + 1);
   if (!PUBLISH_NAME.test(name)) {
     throw new Error(
       `plot: cannot publish figures to ${dest}: the pipeline name "${name}" must be ` +
