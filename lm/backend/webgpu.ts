@@ -11,8 +11,8 @@
 // error is only reported to the device's `uncapturederror` event.
 //
 // The fix re-registers AddN for webgpu to sum at most (limit - 1) tensors per dispatch,
-// and every device's validation errors are recorded so a training loop can stop on one
-// (`takeWebgpuError`) instead of training on garbage.
+// and every device's validation errors are recorded: reading a tensor's values then
+// throws, so no step trains or evaluates on numbers from kernels that did not run.
 import * as tf from "@tensorflow/tfjs-core";
 
 /** What `adapter.info` says, plus the limits that size a run. */
@@ -154,6 +154,7 @@ interface WebgpuBackendLike {
     addEventListener?(type: string, listener: (e: unknown) => void): void;
   };
   disposeData(dataId: object): void;
+  read(dataId: object): Promise<unknown>;
 }
 
 let addNInstalled = false;
@@ -209,16 +210,27 @@ export function installWebgpuKernelFixes(): void {
 const pendingErrors: string[] = [];
 const watchedDevices = new WeakSet<object>();
 
-/** Record the active webgpu backend's uncaptured device errors (idempotent). */
+/**
+ * Record the active webgpu backend's uncaptured device errors, and make every read of
+ * a tensor's values (`await t.data()`) throw when one is pending: the numbers it would
+ * return come from kernels that did not run. Idempotent.
+ */
 export function watchWebgpuErrors(): void {
   const backend = tf.findBackend("webgpu") as unknown as WebgpuBackendLike | null;
   const device = backend?.device;
-  if (!device?.addEventListener || watchedDevices.has(device)) return;
+  if (!backend || !device?.addEventListener || watchedDevices.has(device)) return;
   watchedDevices.add(device);
   device.addEventListener("uncapturederror", (event: unknown) => {
     const error = (event as { error?: { message?: string } }).error;
     pendingErrors.push(String(error?.message ?? error ?? "unknown WebGPU error").split("\n")[0]);
   });
+  const read = backend.read.bind(backend);
+  backend.read = async (dataId: object) => {
+    const values = await read(dataId);
+    const error = takeWebgpuError();
+    if (error) throw new Error(`webgpu: a kernel failed, so its results are wrong: ${error}`);
+    return values;
+  };
 }
 
 /**

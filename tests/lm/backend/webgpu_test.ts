@@ -264,3 +264,27 @@ Deno.test("logits that exceed the adapter's storage buffer are refused in one li
   checkLogitsFit(lavapipe, 64, 64, 8192); // exactly 128 MiB: fits
   assert.throws(() => checkLogitsFit(lavapipe, 65, 64, 8192), /: use micro_batch 64 or less$/);
 });
+
+webgpuTest(
+  "a kernel that fails WebGPU validation makes the read throw, not return zeros",
+  async () => {
+    await requireWebgpu();
+    await setBackend("webgpu", { quiet: true });
+    takeWebgpuError();
+    const limit = backendInfo().adapter!.maxStorageBufferBindingSize;
+    // An output one float larger than one binding may hold.
+    const rows = Math.floor(limit / 4 / 1024) + 1;
+    const a = tf.ones([rows, 8]), b = tf.ones([1024, 8]);
+    const product = tf.matMul(a, b, false, true);
+    const sum = tf.sum(product);
+    await assert.rejects(
+      () => sum.data(),
+      /^Error: webgpu: a kernel failed, so its results are wrong: /,
+    );
+    tf.dispose([a, b, product, sum]);
+    // Later work is unaffected.
+    const ok = tf.addN([tf.scalar(1), tf.scalar(2)]);
+    assert.deepEqual(Array.from(await ok.data()), [3]);
+    ok.dispose();
+  },
+);
