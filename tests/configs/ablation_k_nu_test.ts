@@ -2,7 +2,9 @@
 // extends configs/ablation-k-nu.yaml) run through the real command line, then checked
 // the way a user would look at it: every figure exists, PNGs are real images with
 // something drawn on them, SVGs carry their axis titles, DuckDB has exactly one loss
-// row per (series, step, domain), and a second run executes nothing.
+// row per (series, step, domain), every LAWA series has a paired interval at every step
+// it shares with the original, results.md holds the claims with intervals and verdicts,
+// and a second run executes nothing.
 import assert from "node:assert/strict";
 import { ResultsDb } from "../../pipeline/results.ts";
 import { blankSvg, pngSize, svgSize, svgToPng } from "../../report/render.ts";
@@ -35,7 +37,7 @@ Deno.test("ablation-k-nu (tiny): figures, report, one row per (series, step, dom
   try {
     const first = await cli(artifacts);
     assert.equal(first.code, 0, first.text);
-    assert.match(first.text, /13 ran, 0 cached, 0 failed/);
+    assert.match(first.text, /15 ran, 0 cached, 0 failed/);
 
     // A derived config publishes under its own name, not its parent's.
     const dir = `${artifacts}/figures/ablation-tiny`;
@@ -84,11 +86,54 @@ Deno.test("ablation-k-nu (tiny): figures, report, one row per (series, step, dom
       `SELECT count(DISTINCT e.step) AS steps FROM eval_loss e JOIN series s USING (series_id)
        WHERE s.method = 'original'`,
     );
-    assert.equal(Number(original[0].steps), 12); // 24 steps, a checkpoint every 2
+    assert.equal(Number(original[0].steps), 6); // 24 steps, scored every 4 (step_every)
+
+    // Every window of every scored checkpoint is kept, and sums to the checkpoint's loss.
+    const windows = await db.query(
+      `SELECT w.series_id, w.step, count(*) AS n, avg(w.loss) AS mean, any_value(e.loss) AS loss,
+              any_value(e.n_tokens) AS tokens, sum(w.n_tokens) AS window_tokens
+       FROM eval_windows w JOIN eval_loss e
+         ON e.series_id = w.series_id AND e.step = w.step AND e.domain = 'all'
+       GROUP BY ALL`,
+    );
+    assert.ok(windows.length > 0);
+    for (const w of windows) {
+      assert.equal(Number(w.n), 16, "8 windows in each of 2 domains");
+      assert.equal(Number(w.window_tokens), Number(w.tokens));
+      assert.ok(Math.abs(Number(w.mean) - Number(w.loss)) < 1e-9, JSON.stringify(w));
+    }
+    // One interval per LAWA series and step it shares with the original, bracketing its gap.
+    const gaps = await db.query(
+      `SELECT g.series_id, g.step, g.gap, g.lower, g.upper, g.n_windows, g.n_seeds,
+              l.loss - o.loss AS direct
+       FROM gap_intervals g
+       JOIN eval_loss l ON l.series_id = g.series_id AND l.step = g.step AND l.domain = 'all'
+       JOIN series os ON os.method = 'original'
+       JOIN eval_loss o ON o.series_id = os.series_id AND o.step = g.step AND o.domain = 'all'`,
+    );
+    const lawaPoints = await db.query(
+      `SELECT count(*) AS n FROM eval_loss e JOIN series s USING (series_id)
+       WHERE s.method = 'lawa' AND e.domain = 'all'`,
+    );
+    assert.equal(gaps.length, Number(lawaPoints[0].n));
+    for (const g of gaps) {
+      assert.ok(Math.abs(Number(g.gap) - Number(g.direct)) < 1e-9, JSON.stringify(g));
+      assert.ok(Number(g.lower) <= Number(g.gap) && Number(g.gap) <= Number(g.upper));
+      assert.equal(Number(g.n_windows), 16);
+      assert.equal(Number(g.n_seeds), 1);
+    }
+    const results = await Deno.readTextFile(`${dir}/results.md`);
+    assert.match(
+      results,
+      /\| paper's claim \| what this run shows \| gap \[95% interval\] \| verdict \|/,
+    );
+    assert.match(results, /At 10× LR, LAWA lowers held-out loss/);
+    assert.match(results, /\| (not )?reproduced \|/);
+    assert.match(results, /seed 0, commit `([0-9a-f]{40}|unknown)`/);
 
     const second = await cli(artifacts);
     assert.equal(second.code, 0, second.text);
-    assert.match(second.text, /0 ran, 13 cached, 0 failed/);
+    assert.match(second.text, /0 ran, 15 cached, 0 failed/);
   } finally {
     await Deno.remove(artifacts, { recursive: true });
   }
