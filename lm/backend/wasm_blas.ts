@@ -1,15 +1,16 @@
 // Matrix products of the tfjs wasm backend in a native BLAS (lm/backend/blas.ts).
 //
 // Re-registers the wasm BatchMatMul and _FusedMatMul kernels (MatMul is BatchMatMul in
-// tfjs 4) so that, while a BLAS is switched on, every product (forward and backward,
-// both transpose flags, batched or shared operands) is one cblas_sgemm per batch entry
-// on Float32Array views of the operands' bytes in the wasm heap: no copies, and no
-// explicit transposes, since sgemm takes the flags. The views are made after the output
-// is allocated and nothing allocates during the calls, so the heap cannot move under
-// the BLAS. Fused activations are applied in place after the product (which also fixes
-// tfjs-wasm 4.22's own _FusedMatMul, wrong with a batched left operand and an activation
-// other than linear). Anything else (other dtypes, partial broadcasting, prelu) goes to
-// the kernel registered before (lm/backend/wasm_fast.ts's).
+// tfjs 4), and Sum over leading axes (a product with a row of ones), so that, while a
+// BLAS is switched on, every product (forward and backward, both transpose flags,
+// batched or shared operands) is one cblas_sgemm per batch entry on Float32Array views
+// of the operands' bytes in the wasm heap: no copies, and no explicit transposes, since
+// sgemm takes the flags. The views are made after the output is allocated and nothing
+// allocates during the calls, so the heap cannot move under the BLAS. Fused activations
+// are applied in place after the product (which also fixes tfjs-wasm 4.22's own
+// _FusedMatMul, wrong with a batched left operand and an activation other than linear).
+// Anything else (other dtypes, partial broadcasting, prelu) goes to the kernel
+// registered before (lm/backend/wasm_fast.ts's).
 import * as tf from "@tensorflow/tfjs-core";
 import type { Blas } from "./blas.ts";
 
@@ -23,7 +24,7 @@ type KernelFn = (args: KernelArgs) => Info | Info[];
 
 /** The parts of tfjs-backend-wasm 4.22's BackendWasm used here. */
 interface WasmBackend {
-  wasm: { HEAPU8: Uint8Array };
+  wasm: { HEAPU8: Uint8Array; _malloc(bytes: number): number; _free(pointer: number): void };
   dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
   makeOutput(shape: number[], dtype: tf.DataType): Info;
 }
@@ -228,6 +229,62 @@ function blasFusedMatMul(original: KernelFn, args: KernelArgs): Info {
   return out;
 }
 
+/** A run of float32 ones on the wasm heap, grown on demand (the Sum kernel's left operand). */
+let ones: { backend: WasmBackend; at: number; length: number } | null = null;
+
+function onesOnHeap(be: WasmBackend, length: number): number {
+  if (ones?.backend === be && ones.length >= length) return ones.at;
+  if (ones?.backend === be) be.wasm._free(ones.at * 4);
+  const at = (be.wasm._malloc(4 * length) >>> 0) / 4;
+  new Float32Array(be.wasm.HEAPU8.buffer).fill(1, at, at + length);
+  ones = { backend: be, at, length };
+  return at;
+}
+
+/**
+ * Sum over leading axes (LayerNorm's weight gradients, bias gradients): tfjs-wasm
+ * transposes the reduced axes innermost first, with its slow transpose; here it is
+ * ones (1, R) @ x (R, C) on the BLAS, reading x where it lies.
+ */
+function blasSum(original: KernelFn, args: KernelArgs): Info {
+  const be = asWasm(args.backend);
+  const blas = active;
+  const x = args.inputs.x as Info;
+  const { axis, keepDims } = (args.attrs ?? {}) as { axis: number | number[]; keepDims: boolean };
+  if (!be || !blas || x.dtype !== "float32" || typeof be.wasm._malloc !== "function") {
+    return original(args) as Info;
+  }
+  const axes = tf.util.parseAxisParam(axis, x.shape).sort((p, q) => p - q);
+  const r = axes.length;
+  if (r === 0 || r >= x.shape.length || axes.some((a, i) => a !== i)) {
+    return original(args) as Info; // innermost or full reductions: tfjs's kernel is direct
+  }
+  const R = product(x.shape.slice(0, r)), C = product(x.shape.slice(r));
+  if (R * C === 0) return original(args) as Info;
+  const outShape = keepDims ? [...x.shape.slice(0, r).map(() => 1), ...x.shape.slice(r)] : x.shape
+    .slice(r);
+  const one = onesOnHeap(be, R); // may grow the heap: views come after
+  const out = be.makeOutput(outShape, "float32");
+  const heap = new Float32Array(be.wasm.HEAPU8.buffer);
+  const xi = at(be, x), oi = at(be, out);
+  blas.sgemm(
+    false,
+    false,
+    1,
+    C,
+    R,
+    1,
+    heap.subarray(one, one + R),
+    R,
+    heap.subarray(xi, xi + R * C),
+    C,
+    0,
+    heap.subarray(oi, oi + C),
+    C,
+  );
+  return out;
+}
+
 function replace(name: string, fn: (original: KernelFn, args: KernelArgs) => Info): void {
   const config = tf.getKernel(name, "wasm");
   if (!config) throw new Error(`wasm backend has no ${name} kernel to replace`);
@@ -242,12 +299,13 @@ function replace(name: string, fn: (original: KernelFn, args: KernelArgs) => Inf
 }
 
 /**
- * Wrap the wasm BatchMatMul and _FusedMatMul kernels (once); they use the BLAS set by
- * useBlas, or the kernels they wrap when it is null.
+ * Wrap the wasm BatchMatMul, _FusedMatMul and Sum kernels (once); they use the BLAS set
+ * by useBlas, or the kernels they wrap when it is null.
  */
 export function installBlasKernels(): void {
   if (installed) return;
   replace("BatchMatMul", blasBatchMatMul);
   replace("_FusedMatMul", blasFusedMatMul);
+  replace("Sum", blasSum);
   installed = true;
 }

@@ -15,6 +15,7 @@
 //   float32 tf.oneHot is wrong on wasm);
 // - GELU: one fused derivative instead of a tape of eight elementwise ops.
 import * as tf from "@tensorflow/tfjs-core";
+import { fusedHeadLossAvailable, headLoss } from "../backend/head_loss.ts";
 
 export interface GPTConfig {
   n_layer: number;
@@ -390,8 +391,13 @@ export function tokenLosses(
   if (targets.shape[0] !== B || targets.shape[1] !== T) {
     throw new Error(`targets have shape [${targets.shape}], expected [${B},${T}] like the inputs`);
   }
-  const logits = head(w, hidden(cfg, w, idx)); // (B*T, V)
   const flatTargets = tf.reshape(tf.cast(targets, "int32"), [B * T]) as tf.Tensor1D;
+  if (fusedHeadLossAvailable()) {
+    // wasm with a native BLAS: head and loss as one op, fewer passes over the logits.
+    const wte = param(w, "transformer.wte.weight") as tf.Tensor2D;
+    return tf.reshape(headLoss(hidden(cfg, w, idx), wte, flatTargets), [B, T]);
+  }
+  const logits = head(w, hidden(cfg, w, idx)); // (B*T, V)
   return tf.reshape(crossEntropyRows(logits, flatTargets, cfg.vocab_size), [B, T]);
 }
 

@@ -132,6 +132,36 @@ Deno.test({
 });
 
 Deno.test({
+  name: "BLAS Sum over leading axes equals cpu (and other reductions still work)",
+  ignore: noBlas,
+  fn: async () => {
+    const cases: { shape: number[]; axis: number | number[]; keepDims?: boolean }[] = [
+      { shape: [40, 7], axis: 0 }, // LayerNorm weight gradient
+      { shape: [3, 5, 7], axis: [0, 1] },
+      { shape: [3, 5, 7], axis: [1, 0], keepDims: true },
+      { shape: [3, 5, 7], axis: -1 }, // innermost: tfjs's kernel
+      { shape: [3, 5, 7], axis: 1 }, // a middle axis: tfjs's kernel
+      { shape: [3, 5], axis: [0, 1] }, // everything
+    ];
+    const out: Record<string, { shape: number[]; data: Float32Array }[]> = { cpu: [], wasm: [] };
+    for (const backend of ["cpu", "wasm"] as const) {
+      await setBackend(backend, { quiet: true });
+      for (const [i, c] of cases.entries()) {
+        const x = tf.tensor(values(size(c.shape), 40 + i), c.shape);
+        const y = tf.sum(x, c.axis, c.keepDims);
+        out[backend].push({ shape: y.shape, data: (await y.data()) as Float32Array });
+        tf.dispose([x, y]);
+      }
+    }
+    for (const [i, want] of out.cpu.entries()) {
+      assert.deepEqual(out.wasm[i].shape, want.shape, `case ${i} shape`);
+      const d = maxAbsDiff(out.wasm[i].data, want.data);
+      assert.ok(d < 1e-5, `case ${i}: max |diff| ${d}`);
+    }
+  },
+});
+
+Deno.test({
   name: "BLAS products allocate nothing per call and leak no tensors",
   ignore: noBlas,
   fn: async () => {
