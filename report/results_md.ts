@@ -46,9 +46,18 @@ export interface ResultsDoc {
   series: SeriesRow[];
 }
 
-/** Where a README holds the copied table. */
-export const BEGIN_MARKER = "<!-- results.md: begin (copied by `deno task readme-results`) -->";
-export const END_MARKER = "<!-- results.md: end -->";
+/** The markers around a README's copy of one pipeline's results.md. */
+export function markers(pipeline: string): { begin: string; end: string } {
+  return {
+    begin: `<!-- results.md of ${pipeline}: begin (copied by \`deno task readme-results\`) -->`,
+    end: `<!-- results.md of ${pipeline}: end -->`,
+  };
+}
+
+/** Pipelines whose results.md a text has a marked block for, in order. */
+export function markedPipelines(text: string): string[] {
+  return [...text.matchAll(/<!-- results\.md of ([A-Za-z0-9._-]+): begin/g)].map((m) => m[1]);
+}
 
 /** A loss difference with a fixed number of decimals and an explicit sign. */
 export function signed(x: number, digits = 4): string {
@@ -110,15 +119,14 @@ export function renderResults(doc: ResultsDoc): string {
   return lines.join("\n") + "\n";
 }
 
-/** `text` with what lies between the markers replaced by `inner` (markers kept). */
-export function replaceBetweenMarkers(text: string, inner: string): string {
-  const begin = text.indexOf(BEGIN_MARKER);
-  const end = text.indexOf(END_MARKER);
-  if (begin < 0 || end < 0 || end < begin) {
-    throw new Error(
-      `the README has no "${BEGIN_MARKER}" ... "${END_MARKER}" block to copy results into`,
-    );
+/** `text` with the block of `pipeline` replaced by `results` (its title line dropped). */
+export function replaceBetweenMarkers(text: string, pipeline: string, results: string): string {
+  const { begin, end } = markers(pipeline);
+  const from = text.indexOf(begin);
+  const to = text.indexOf(end);
+  if (from < 0 || to < 0 || to < from) {
+    throw new Error(`the README has no "${begin}" ... "${end}" block`);
   }
-  return text.slice(0, begin + BEGIN_MARKER.length) + "\n" + inner.trimEnd() + "\n" +
-    text.slice(end);
+  const body = results.replace(/^# [^\n]*\n+/, "").trimEnd();
+  return text.slice(0, from + begin.length) + "\n\n" + body + "\n\n" + text.slice(to);
 }
