@@ -58,7 +58,7 @@ Deno.test("gpt2-small --dry-run prints the train instance's disk and time estima
       JSON.stringify(measured),
     );
     const second = trainLine(await dryRun(artifacts));
-    assert.match(second!, /time ≈ [\d.]+ (days|h|min)/);
+    assert.match(second!, /time ≈ [\d.,]+ (years|days|h|min) at [\d.]+k? tok\/s/);
     assert.match(second!, /webgpu on Test GPU/);
     assert.match(second!, /scaled by FLOPs from 2000 tok\/s of cpu-micro/);
   } finally {
