@@ -38,6 +38,9 @@ const Params = z.object({
   mean_from: z.number().min(0).max(1).default(0.1),
   /** "Early" point of the shrinking-gain claim, as a fraction of the run. */
   early_at: z.number().gt(0).lt(1).default(0.25),
+  /** Test the claims on the runs of one model preset and run length only (a grid's cell). */
+  claims_for: z.object({ preset: z.string().optional(), steps: z.number().int().optional() })
+    .default({}),
   resamples: z.number().int().positive().default(2000),
   bootstrap_seed: z.number().int().nonnegative().default(0),
 });
@@ -350,7 +353,12 @@ export const resultsStep = defineStep({
       pool.bySeed.set(s.seed ?? 0, s);
     }
     const data = new ClaimData(curves, params);
-    const claims = buildClaims(data, [...pools.values()], params);
+    const inCell = (p: Pool) => {
+      const t = trainOf(p.meta);
+      return (params.claims_for.preset === undefined || t.preset === params.claims_for.preset) &&
+        (params.claims_for.steps === undefined || t.steps === params.claims_for.steps);
+    };
+    const claims = buildClaims(data, [...pools.values()].filter(inCell), params);
 
     // Every averaged series, from the intervals step's means (pooled rows when several seeds).
     const meanRows = await query(
