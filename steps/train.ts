@@ -34,7 +34,12 @@ import { BACKEND_NAMES, backendInfo, type BackendName, setBackend } from "../lm/
 import { checkLogitsFit, softwareAdapterWarning, takeWebgpuError } from "../lm/backend/webgpu.ts";
 import { TrainDisk } from "../lm/checkpoints/train_disk.ts";
 import { type CheckpointDtype } from "../lm/checkpoints/training_state.ts";
-import { describeEstimate, lastMeasured, writeRunManifest } from "../lm/train/estimate.ts";
+import {
+  describeEstimate,
+  flopsPerToken,
+  lastMeasured,
+  writeRunManifest,
+} from "../lm/train/estimate.ts";
 import { GPT2_VOCAB_SIZE } from "../lm/data/tokenizer.ts";
 import { ParamError } from "../pipeline/errors.ts";
 import {
@@ -648,7 +653,7 @@ export const trainStep = defineStep({
         online_lawa: p.online_lawa ?? null,
       },
       backend,
-      await lastMeasured(env.artifacts, backend),
+      await lastMeasured(env.artifacts, backend, flopsPerToken(cfg, p.seq_len)),
     );
     return vocab === null ? `${text} (vocabulary of ${GPT2_VOCAB_SIZE} assumed)` : text;
   },

@@ -87,12 +87,23 @@ export async function writeRunManifest(
   return manifest;
 }
 
-/** The most recently finished train run on `backend` in the artifacts' cache, or null. */
+/**
+ * The most recently finished train run on `backend` in the artifacts' cache, or null.
+ * With `flopsPerToken`, a run of a model that costs the same per token (the same model)
+ * is preferred to a newer one of another size, since no scaling is then needed.
+ */
 export async function lastMeasured(
   artifacts: string,
   backend: string,
+  flopsPerToken?: number,
 ): Promise<RunManifest | null> {
   let best: RunManifest | null = null;
+  const better = (m: RunManifest, than: RunManifest | null) => {
+    if (!than) return true;
+    const same = (r: RunManifest) => r.flops_per_token === flopsPerToken;
+    if (same(m) !== same(than)) return same(m);
+    return m.finished > than.finished;
+  };
   try {
     for await (const entry of Deno.readDir(`${artifacts}/cache`)) {
       if (!entry.isDirectory || entry.name.startsWith(".")) continue;
@@ -103,7 +114,7 @@ export async function lastMeasured(
         continue;
       }
       if (m.format !== "train-run/1" || m.backend !== backend || !m.tokens_per_s) continue;
-      if (!best || m.finished > best.finished) best = m;
+      if (better(m, best)) best = m;
     }
   } catch (e) {
     if (!(e instanceof Deno.errors.NotFound)) throw e;

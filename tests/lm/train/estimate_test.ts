@@ -7,6 +7,8 @@ import {
   flopsPerToken,
   formatBytes,
   formatDuration,
+  lastMeasured,
+  RUN_MANIFEST,
   storedParams,
 } from "../../../lm/train/estimate.ts";
 import { modelConfig } from "../../../lm/model/gpt.ts";
@@ -39,4 +41,32 @@ Deno.test("bytes and durations read as people write them", () => {
   assert.equal(formatDuration(3 * 3600), "3.0 h");
   assert.equal(formatDuration(10 * 86400), "10.0 days");
   assert.equal(formatDuration(579206 * 86400), "1,586 years");
+});
+
+Deno.test("the measured run of the same model is preferred to a newer one of another", async () => {
+  const artifacts = await Deno.makeTempDir({ prefix: "estimate-" });
+  try {
+    const run = (name: string, flops: number, finished: string, backend = "webgpu") =>
+      Deno.mkdir(`${artifacts}/cache/${name}`, { recursive: true }).then(() =>
+        Deno.writeTextFile(
+          `${artifacts}/cache/${name}/${RUN_MANIFEST}`,
+          JSON.stringify({
+            format: "train-run/1",
+            backend,
+            flops_per_token: flops,
+            tokens_per_s: 100,
+            finished,
+          }),
+        )
+      );
+    await run("a", 10, "2026-01-01T00:00:00Z");
+    await run("b", 20, "2026-02-01T00:00:00Z");
+    await run("c", 10, "2026-03-01T00:00:00Z", "wasm");
+    assert.equal((await lastMeasured(artifacts, "webgpu"))?.flops_per_token, 20);
+    assert.equal((await lastMeasured(artifacts, "webgpu", 10))?.flops_per_token, 10);
+    assert.equal((await lastMeasured(artifacts, "webgpu", 30))?.flops_per_token, 20);
+    assert.equal(await lastMeasured(`${artifacts}/none`, "webgpu"), null);
+  } finally {
+    await Deno.remove(artifacts, { recursive: true });
+  }
 });
