@@ -332,8 +332,8 @@ export async function runAverageCli(args: string[], log: (line: string) => void)
     log(HELP);
     return;
   }
-  await assertFreshOutput(cli.out);
   await assertOutsideInput(cli.dir, cli.out);
+  await assertFreshOutput(cli.out);
   const found = await discoverCheckpoints(cli.dir);
   await checkMembers(found.checkpoints, cli.average.dtype);
   const steps = found.checkpoints.map((c) => c.step);

@@ -431,3 +431,46 @@ Deno.test("a read-only artifacts folder and a full disk give one line naming the
   ]);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("the real step kinds' run-time checks fail a dry run, in one line", async () => {
+  const { STEP_KINDS } = await import("../../steps/registry.ts");
+  const dir = await tempDir();
+  const head = "steps:\n  c: { kind: corpus }\n  t: { kind: tokenize, inputs: { corpus: c }";
+  const train = (params: string) =>
+    `${head} }\n  tr: { kind: train, inputs: { tokens: t }, params: ${params} }\n`;
+  const cases: [string, RegExp][] = [
+    [
+      `${head}, params: { vocab_size: 0 } }\n`,
+      /steps\.t\.params\.vocab_size: expected an integer from 257 to 50257 .*got 0$/,
+    ],
+    [
+      train("{ preset: gpt5 }"),
+      /steps\.tr\.params\.preset: unknown model preset "gpt5": expected one of .*cpu-small/,
+    ],
+    [
+      train("{ warmup: 100, steps: [50, 500] }"),
+      /steps\.tr\.params\.warmup: warmup 100 must be shorter than steps 50 \(at steps=50\)$/,
+    ],
+    [
+      train("{ batch_tokens: 1.0e12 }"),
+      /steps\.tr\.params\.batch_tokens: 1000000000000 tokens a step need 7451 GiB .*at most 134217728/,
+    ],
+    [
+      train("{ batch_tokens: 1000 }"),
+      /steps\.tr\.params\.batch_tokens: batch_tokens 1000 is not a multiple of seq_len 128/,
+    ],
+    [train("{ lr: .nan }"), /steps\.tr\.params\.lr: expected a finite number, got NaN$/],
+    [
+      train("{ lr: [] }"),
+      /steps\.tr\.params\.lr: an empty list; a sweep needs at least one value$/,
+    ],
+  ];
+  for (const [i, [yaml, expected]] of cases.entries()) {
+    const file = await writeConfig(dir, `bad-${i}.yaml`, yaml);
+    const out = await cli(["run", file, "--dry-run", "--artifacts", `${dir}/art`], STEP_KINDS);
+    assert.equal(out.code, 1, yaml);
+    assert.equal(out.err.trim().split("\n").length, 1, out.err);
+    assert.match(out.err.trim(), expected);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
