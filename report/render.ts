@@ -74,7 +74,7 @@ export async function findFonts(dirs?: string[]): Promise<string[]> {
 export const BASE_CONFIG: Config = {
   font: FONT_FAMILY,
   background: "white",
-  axis: { labelFontSize: 11, titleFontSize: 12, labelLimit: 320 },
+  axis: { labelFontSize: 11, titleFontSize: 12, labelLimit: 420 },
   legend: { labelFontSize: 11, titleFontSize: 12, labelLimit: 400, titleLimit: 400 },
   header: { labelFontSize: 12, titleFontSize: 12 },
   title: { fontSize: 14, anchor: "start" },

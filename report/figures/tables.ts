@@ -266,6 +266,8 @@ const spikes: FigureDef = {
             field: "rise",
             type: "quantitative",
             title: "largest loss rise between checkpoints (nats/token)",
+            // Room right of the longest bar for its "step N" label.
+            scale: { domainMax: 1.3 * Math.max(0, ...data.map((d) => (d.rise as number) ?? 0)) },
           },
         },
         layer: [
