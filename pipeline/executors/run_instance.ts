@@ -46,7 +46,8 @@ export async function planInstance(
   const instance = pipeline.byId.get(id);
   if (!instance) {
     throw new UserError(
-      `${pipeline.file}: no instance ${id}: the pipeline file changed since the job was submitted`,
+      `${pipeline.file}: no instance ${id}: the pipeline file or a step's params changed ` +
+        `since the job was submitted`,
     );
   }
   const built = new Map<string, Promise<{ key: string; digest: string }>>();

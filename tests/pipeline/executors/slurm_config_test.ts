@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { z } from "zod";
 import { expandPipeline } from "../../../pipeline/expand.ts";
-import type { PipelineConfig } from "../../../pipeline/config.ts";
+import { loadConfig, type PipelineConfig } from "../../../pipeline/config.ts";
+import { STEP_KINDS } from "../../../steps/registry.ts";
 import { defineStep } from "../../../pipeline/step.ts";
 import {
   parseExecutorSection,
@@ -155,4 +156,21 @@ Deno.test("shellQuote survives quotes and spaces", async () => {
   }).output();
   assert.equal(new TextDecoder().decode(out.stdout), nasty);
   assert.equal(shellQuote("plain-path/x.yaml"), "plain-path/x.yaml");
+});
+
+Deno.test("configs/examples/slurm-gpu.yaml: GPUs for training and evaluation, CPUs elsewhere", async () => {
+  const file = new URL("../../../configs/examples/slurm-gpu.yaml", import.meta.url).pathname;
+  const config = await loadConfig(file);
+  const p = expandPipeline(config, STEP_KINDS);
+  const settings = parseExecutorSection(config.executor, p);
+  assert.equal(settings.type, "slurm");
+  assert.equal(settings.retries, 2);
+  const args = (node: string) =>
+    sbatchArgs(resourcesFor(settings, p.instances.find((i) => i.node === node)!));
+  assert.ok(args("train").includes("--gres=gpu:1"));
+  assert.ok(args("train").includes("--time=48:00:00"));
+  assert.ok(args("eval-lawa").includes("--gres=gpu:1"));
+  assert.ok(!args("corpus").some((a) => a.startsWith("--gres")));
+  assert.ok(args("figures").includes("--time=00:30:00"));
+  assert.ok(args("figures").includes("--partition=cpu"));
 });
