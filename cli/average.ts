@@ -37,8 +37,8 @@ Usage: deno task average [options] <dir> <out>
 Options (steps are training steps, as read from the names):
   --method lawa|ema|swa   default lawa
   --k N                   LAWA: checkpoints per window (default 5)
-  --nu N                  LAWA: steps between window members (default: the most common
-                          gap between consecutive checkpoints)
+  --nu N                  LAWA: steps between window members, a multiple of the most
+                          common gap between consecutive checkpoints (default: that gap)
   --interval N            LAWA: a window ends at every checkpoint step t with
                           (t - start) % interval == 0 (default: nu)
   --start STEP            first step: LAWA window ends and EMA/SWA members are >= STEP
