@@ -2,8 +2,9 @@
 // and checked before use. What we ask the hub (and what tests/helpers/local_hub.ts
 // answers): `GET /api/models/{repo}/revision/{rev}` (modelInfo: the commit and the file
 // list), then per file `GET /{repo}/resolve/{commit}/{path}` with `Range: bytes=0-0`
-// (fileDownloadInfo: size from Content-Range, the LFS sha256 from X-Linked-Etag, or the
-// git blob sha1 in ETag for small files), then the body, from the first missing byte.
+// (fileDownloadInfo: size from Content-Range, the git blob sha1 in ETag for small files),
+// for large files `POST /api/models/{repo}/paths-info/{commit}` (pathsInfo: the LFS
+// sha256), then the body, from the first missing byte.
 //
 // A download lands in `<dir>/<etag>.part`; an interrupted or short transfer is resumed
 // with a Range request from what is already there, and a file is accepted only when its
@@ -12,7 +13,7 @@
 // Hugging Face cache (HF_HUB_CACHE, or HF_HOME/hub, or ~/.cache/huggingface/hub) is
 // copied instead of downloaded, and with no network a revision whose files that cache
 // holds (refs/<rev> -> snapshots/<commit>/) is used from there.
-import { downloadFile, fileDownloadInfo, modelInfo } from "@huggingface/hub";
+import { downloadFile, fileDownloadInfo, modelInfo, pathsInfo } from "@huggingface/hub";
 import { createHash } from "node:crypto";
 
 export const DEFAULT_ENDPOINT = "https://huggingface.co";
@@ -174,7 +175,32 @@ export async function remoteFile(
   if (!info) {
     throw new Error(`hub: ${listing.repo} revision ${listing.revision} has no file ${path}`);
   }
-  return { path, size: info.size, etag: info.etag.replace(/^W\//, "").replace(/"/g, "") };
+  const etag = info.etag.replace(/^W\//, "").replace(/"/g, "");
+  if (/^[0-9a-f]{40}$/.test(etag) && !info.xet) return { path, size: info.size, etag };
+  // A large file: its sha256 is the LFS oid of the tree API (a Xet-stored file's ETag
+  // may be its Xet hash, which is not a hash of the content we could check).
+  let lfs;
+  try {
+    [lfs] = await pathsInfo({
+      repo: listing.repo,
+      paths: [path],
+      revision: listing.commit,
+      hubUrl: access.endpoint,
+      accessToken: access.token,
+    });
+  } catch (e) {
+    throw new Error(
+      `hub: ${listing.repo} revision ${listing.revision} ${path}: no LFS sha256 to check it against (${
+        oneLine(e)
+      })`,
+    );
+  }
+  if (!lfs?.lfs || lfs.lfs.size !== info.size) {
+    throw new Error(
+      `hub: ${listing.repo} revision ${listing.revision} ${path}: the hub gives no LFS sha256 of ${info.size} bytes to check it against`,
+    );
+  }
+  return { path, size: info.size, etag: lfs.lfs.oid };
 }
 
 /** The hash the hub's etag stands for: sha256 (LFS) or git's blob sha1 (small files). */

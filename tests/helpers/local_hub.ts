@@ -2,6 +2,7 @@
 // for tests that must not touch the network. It answers exactly what @huggingface/hub
 // asks for:
 //   GET  /api/models/{repo}/revision/{rev}   model info: sha (the commit) and siblings
+//   POST /api/models/{repo}/paths-info/{rev} size, git oid and LFS sha256 of given paths
 //   GET|HEAD /{repo}/resolve/{rev}/{path}    the file; `rev` may be a branch or a commit;
 //        Range requests get 206 + Content-Range; headers X-Repo-Commit, ETag, and for
 //        LFS files (weights) X-Linked-Etag (sha256) and X-Linked-Size, as the hub sends.
@@ -22,6 +23,8 @@ export interface LocalHub {
   requests: HubRequest[];
   truncateOnce: Set<string>;
   corrupt: Set<string>;
+  /** Large files whose ETag is not their sha256 (as a Xet hash is not): paths-info has it. */
+  opaqueEtags: Set<string>;
   /** The fake commit sha of a revision. */
   commitOf(revision: string): string;
   close(): Promise<void>;
@@ -53,6 +56,7 @@ export async function startLocalHub(
   const truncateOnce = new Set<string>();
   const truncated = new Set<string>();
   const corrupt = new Set<string>();
+  const opaqueEtags = new Set<string>();
 
   const notFound = (code: string, message: string) =>
     new Response(JSON.stringify({ error: message }), {
@@ -95,6 +99,31 @@ export async function startLocalHub(
         siblings: files.map((rfilename) => ({ rfilename })),
       });
     }
+    const paths = new RegExp(`^/api/models/${opts.repo}/paths-info/([^/]+)$`).exec(path);
+    if (paths && req.method === "POST") {
+      const rev = byCommit.get(paths[1]) ?? paths[1];
+      const asked = (await req.json()) as { paths: string[] };
+      const out = [];
+      for (const p of asked.paths) {
+        let data: Uint8Array;
+        try {
+          data = await Deno.readFile(`${opts.root}/${rev}/${p}`);
+        } catch {
+          continue;
+        }
+        const oid = createHash("sha1").update(`blob ${data.length}\0`).update(data).digest("hex");
+        out.push({
+          type: "file",
+          path: p,
+          size: data.length,
+          oid,
+          ...(LFS.test(p)
+            ? { lfs: { oid: sha("sha256", data), size: data.length, pointerSize: 134 } }
+            : {}),
+        });
+      }
+      return Response.json(out);
+    }
     const resolve = new RegExp(`^/${opts.repo}/resolve/([^/]+)/(.+)$`).exec(path);
     if (!resolve) return notFound("RepoNotFound", `no route ${path}`);
     const rev = byCommit.get(resolve[1]) ?? resolve[1];
@@ -111,7 +140,7 @@ export async function startLocalHub(
       "Content-Type": "application/octet-stream",
     });
     if (LFS.test(file)) {
-      const oid = sha("sha256", body);
+      const oid = opaqueEtags.has(file) ? sha("sha256", `xet:${file}`) : sha("sha256", body);
       headers.set("ETag", `"${oid}"`);
       headers.set("X-Linked-Etag", `"${oid}"`);
       headers.set("X-Linked-Size", String(body.length));
@@ -152,6 +181,7 @@ export async function startLocalHub(
     requests,
     truncateOnce,
     corrupt,
+    opaqueEtags,
     commitOf,
     close: () => server.shutdown(),
   };

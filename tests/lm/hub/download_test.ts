@@ -58,6 +58,12 @@ Deno.test("hub download: verified, a dropped transfer resumed, the token sent", 
     assert.ok(Number(/=(\d+)-/.exec(resumed[0].range!)![1]) > 0, "resumed from byte 0");
     assert.ok(hub.requests.every((r) => r.auth === "Bearer hf_secret"));
 
+    // An ETag that is not the content's sha256 (a Xet hash): the sha256 comes from paths-info.
+    hub.opaqueEtags.add("pytorch_model.bin");
+    const opaque = await remoteFile(listing, "pytorch_model.bin", access);
+    assert.equal(opaque.etag, sha256(original));
+    assert.ok(hub.requests.some((r) => r.method === "POST" && r.path.includes("/paths-info/")));
+
     // A small (non-LFS) file is checked against git's blob sha1 in its ETag.
     const config = await remoteFile(listing, "config.json", access);
     assert.match(config.etag, /^[0-9a-f]{40}$/);
