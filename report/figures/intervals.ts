@@ -13,6 +13,8 @@ export interface GapRow {
   nu: number | null;
   lr: number | null;
   seed: number | null;
+  steps_total: number | null;
+  preset: string | null;
   step: number;
   gap: number;
   lower: number;
@@ -34,6 +36,8 @@ export async function loadGaps(scope: FigureScope): Promise<GapRow[]> {
         "nu",
         "lr",
         "seed",
+        "steps_total",
+        "preset",
         "step",
         "gap",
         "lower",
@@ -58,6 +62,8 @@ export async function loadGaps(scope: FigureScope): Promise<GapRow[]> {
       nu: num(r.nu),
       lr: num(r.lr),
       seed: num(r.seed),
+      steps_total: num(r.steps_total),
+      preset: r.preset === null || r.preset === undefined ? null : str(r.preset),
       step: num(r.step) ?? 0,
       gap,
       lower,
@@ -83,9 +89,14 @@ export function gapsOfGroup(
   members: SeriesMeta[],
 ): { rows: GapRow[]; pooled: boolean } {
   const head = members[0];
+  const train = (head.params.train ?? {}) as Record<string, unknown>;
+  const steps = num(train.steps);
+  const preset = typeof train.preset === "string" ? train.preset : null;
   const pooled = gaps.filter((g) =>
     g.seed === null && g.method === head.method && sameNumber(g.k, head.k) &&
-    sameNumber(g.nu, head.nu) && sameNumber(g.lr, head.lr)
+    sameNumber(g.nu, head.nu) && sameNumber(g.lr, head.lr) &&
+    (steps === null || g.steps_total === null || g.steps_total === steps) &&
+    (preset === null || g.preset === null || g.preset === preset)
   );
   if (members.length > 1 && pooled.length > 0) return { rows: pooled, pooled: true };
   const ids = new Set(members.map((m) => m.series_id));
