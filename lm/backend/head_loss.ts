@@ -8,6 +8,7 @@
 // max + log(sum exp(z - max)) - z_t, so the loss never becomes infinite.
 // Backward: dlogits = dy * p, then dy subtracted at the N targets, in place; then
 // dh = dlogits @ wte and dwte = dlogits^T @ h (BLAS). Only p is kept between the two.
+// rowScores does evaluation's part (loss and argmax per row) the same way, on any wasm.
 import * as tf from "@tensorflow/tfjs-core";
 import { activeBlas } from "./wasm_blas.ts";
 
@@ -88,4 +89,54 @@ export function headLoss(h: tf.Tensor2D, wte: tf.Tensor2D, targets: tf.Tensor1D)
     };
   });
   return op(h, wte) as tf.Tensor1D;
+}
+
+/**
+ * Evaluation's per-row scores of logits (N, V) against targets (N): the cross-entropy
+ * (as headLoss: -log p[t] off one softmax, exact for underflowing rows) and the argmax
+ * of each row (the first maximum, as tf.argMax). On the wasm backend (with or without a
+ * BLAS) this replaces logSumExp's five passes and argMax over the logits, of which
+ * tfjs-wasm's scalar Exp alone costs more than the forward pass; elsewhere null.
+ */
+export function rowScores(
+  logits: tf.Tensor2D,
+  targets: Int32Array,
+): { nll: Float32Array; argmax: Int32Array } | null {
+  const be = wasmBackend();
+  if (!be || logits.dtype !== "float32") return null;
+  const [N, V] = logits.shape;
+  if (targets.length !== N) {
+    throw new Error(`rowScores: ${targets.length} targets for ${N} rows`);
+  }
+  for (const t of targets) {
+    if (!(t >= 0 && t < V)) throw new Error(`rowScores: target ${t} outside the vocabulary ${V}`);
+  }
+  const p = tf.softmax(logits);
+  try {
+    const nll = new Float32Array(N), argmax = new Int32Array(N);
+    const { heap, at } = heapOf(be, p);
+    const z = heapOf(be, logits).at;
+    for (let i = 0; i < N; i++) {
+      const row = z + i * V;
+      let max = heap[row], best = 0;
+      for (let j = 1; j < V; j++) {
+        if (heap[row + j] > max) {
+          max = heap[row + j];
+          best = j;
+        }
+      }
+      argmax[i] = best;
+      const pt = heap[at + i * V + targets[i]];
+      if (pt >= UNDERFLOW) {
+        nll[i] = -Math.log(pt);
+        continue;
+      }
+      let sum = 0;
+      for (let j = row; j < row + V; j++) sum += Math.exp(heap[j] - max);
+      nll[i] = max + Math.log(sum) - heap[row + targets[i]];
+    }
+    return { nll, argmax };
+  } finally {
+    p.dispose();
+  }
 }

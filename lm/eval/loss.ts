@@ -7,6 +7,7 @@
 // are copied out with `await data()` (which also works on webgpu), so GPU/wasm memory
 // stays flat however many checkpoints are evaluated.
 import * as tf from "@tensorflow/tfjs-core";
+import { rowScores } from "../backend/head_loss.ts";
 import type { GPTConfig, Weights } from "../model/gpt.ts";
 import {
   isNeox,
@@ -54,6 +55,8 @@ export async function scoreBatch(
   const [nllT, argmaxT] = tf.tidy(() => {
     const idx = tf.tensor2d(x, [B, T], "int32");
     const logits = tf.reshape(modelForward(cfg, w, idx), [B * T, V]); // (N, V)
+    const rows = rowScores(logits as tf.Tensor2D, y); // wasm: one softmax, one pass
+    if (rows) return [tf.tensor1d(rows.nll), tf.tensor1d(rows.argmax, "int32")];
     const lse = tf.logSumExp(logits, 1); // (N)
     // Target logit: gather from the flat logits at n*V + y[n] (no one-hot, no (N, V) mask).
     const flatIndex = new Int32Array(B * T);

@@ -1,12 +1,13 @@
 // Tests of lm/backend/head_loss.ts: the fused tied head + cross-entropy on wasm with a
 // BLAS gives the losses and both gradients of an independent float64 computation in
 // plain JavaScript, stays finite where a target's probability underflows float32, and
-// says clearly where it does not apply. Skipped, by name, where no BLAS is installed.
+// says clearly where it does not apply (skipped, by name, where no BLAS is installed);
+// evaluation's rowScores gives the same losses and tf.argMax's argmax on plain wasm.
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { setBackend } from "../../../lm/backend/backend.ts";
 import { findBlas } from "../../../lm/backend/blas.ts";
-import { fusedHeadLossAvailable, headLoss } from "../../../lm/backend/head_loss.ts";
+import { fusedHeadLossAvailable, headLoss, rowScores } from "../../../lm/backend/head_loss.ts";
 
 const noBlas = findBlas().blas === null;
 
@@ -115,4 +116,33 @@ Deno.test({
     assert.ok(!fusedHeadLossAvailable());
     tf.dispose([h, w, t, bad]);
   },
+});
+
+Deno.test("rowScores: losses of a float64 reference and tf.argMax's argmax, on wasm only", async () => {
+  await setBackend("wasm", { quiet: true, blas: false });
+  const N = 5, V = 40;
+  const z = values(N * V, 9, 3);
+  for (let v = 0; v < V; v++) z[2 * V + v] *= 100; // row 2: its target underflows float32
+  z[3 * V + 7] = z[3 * V + 30] = 50; // row 3: a tie, the first maximum wins
+  const t = Int32Array.from([0, 39, 5, 7, 12]);
+  const logits = tf.tensor2d(z, [N, V]);
+  const got = rowScores(logits, t)!;
+  assert.ok(got, "rowScores is null on wasm");
+  const wantArgmax = await tf.argMax(logits, 1).data();
+  assert.deepEqual(Array.from(got.argmax), Array.from(wantArgmax));
+  assert.equal(got.argmax[3], 7);
+  for (let i = 0; i < N; i++) {
+    const row = Array.from(z.subarray(i * V, (i + 1) * V));
+    const max = Math.max(...row);
+    const want = max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0)) - row[t[i]];
+    assert.ok(
+      Math.abs(got.nll[i] - want) <= 1e-5 * Math.max(1, want),
+      `row ${i}: ${got.nll[i]} vs ${want}`,
+    );
+  }
+  assert.ok(got.nll[2] > 100 && Number.isFinite(got.nll[2]));
+  assert.throws(() => rowScores(logits, Int32Array.from([0, 1, 2, 3, 40])), /target 40 outside/);
+  await setBackend("cpu", { quiet: true });
+  assert.equal(rowScores(logits, t), null);
+  logits.dispose();
 });
