@@ -47,7 +47,16 @@ export const PALETTE = [
   "#5a9bd4",
 ];
 export const ORIGINAL_COLOUR = "#000000";
-const ORIGINAL_DASHES = [[6, 3], [2, 2], [9, 3, 2, 3], [1, 4]];
+const ORIGINAL_DASHES = [
+  [6, 3],
+  [2, 2],
+  [9, 3, 2, 3],
+  [1, 4],
+  [12, 4],
+  [4, 2, 1, 2],
+  [8, 2, 2, 2, 2, 2],
+  [3, 5],
+];
 const SOLID = [1, 0];
 
 /** Colour and dash of each legend entry: originals black and dashed, the rest solid. */

@@ -8,6 +8,7 @@ import { gapRowOf } from "./intervals.ts";
 import {
   bySeedGroup,
   type DataRow,
+  describeTrain,
   type FigureDef,
   type FigureScope,
   formatBatch,
@@ -18,6 +19,7 @@ import {
   type SeriesMeta,
   type Skipped,
   str,
+  trainParamsThatDiffer,
   uniqueKeys,
   uniqueSeries,
 } from "./scope.ts";
@@ -232,17 +234,26 @@ function sweep(
         return { skip: `only one ${what} (${values[0]}) among the series` };
       }
       const kind = (s: SeriesMeta) => s.method === "lawa" ? `LAWA ${lawaSetting}` : "original";
-      const nameOf = (s: SeriesMeta) => `${fmt(s[field])} · ${kind(s)}`;
+      // Training runs that differ in more than the swept param (e.g. length or preset in
+      // a scale study) are told apart in the name.
+      const differ = trainParamsThatDiffer(uniqueSeries(used), [field, other]);
+      const nameOf = (s: SeriesMeta) =>
+        [fmt(s[field]), describeTrain(s, differ), kind(s)].filter((x) => x).join(" · ");
       const rows = lossRows(used, (p) => ({ series: nameOf(p.series) }));
-      const names = values.flatMap((
-        v,
-      ) => [`${fmt(v)} · original`, `${fmt(v)} · LAWA ${lawaSetting}`])
-        .filter((n) => rows.some((r) => r.series === n));
+      const names = [
+        ...new Set(
+          [...uniqueSeries(used)].sort((a, b) =>
+            (a[field] ?? 0) - (b[field] ?? 0) ||
+            describeTrain(a, differ).localeCompare(describeTrain(b, differ)) ||
+            Number(b.method === "original") - Number(a.method === "original")
+          ).map(nameOf),
+        ),
+      ];
       const scale: SeriesScale = seriesScale(
         "series",
         `${what} · series`,
         names,
-        (n) => n.endsWith("· original"),
+        (n) => n.endsWith(" · original"),
       );
       const series = uniqueSeries(used);
       // With the intervals step's results: each LAWA series' gap to its own original.

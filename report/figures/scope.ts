@@ -237,6 +237,32 @@ export class FigureScope {
   }
 }
 
+/** The training params of `s` (its `params.train`), or none. */
+function trainOf(s: SeriesMeta): Record<string, unknown> {
+  const t = s.params.train;
+  return t && typeof t === "object" ? t as Record<string, unknown> : {};
+}
+
+/** Training params (besides lr, batch and `except`) whose values differ among `series`. */
+export function trainParamsThatDiffer(series: SeriesMeta[], except: string[] = []): string[] {
+  const skip = new Set(["lr", "batch_tokens", "min_lr", ...except]);
+  const keys = new Set(series.flatMap((s) => Object.keys(trainOf(s))));
+  return [...keys].filter((k) =>
+    !skip.has(k) && new Set(series.map((s) => JSON.stringify(trainOf(s)[k] ?? null))).size > 1
+  ).sort((a, b) => (a === "preset" ? -1 : b === "preset" ? 1 : a.localeCompare(b)));
+}
+
+/** Those params of one series, readably: "cpu-micro · 600 steps · warmup=20". */
+export function describeTrain(s: SeriesMeta, keys: string[]): string {
+  const t = trainOf(s);
+  return keys.filter((k) => t[k] !== undefined).map((k) => {
+    const v = t[k];
+    if (k === "preset") return String(v);
+    if (k === "steps") return `${v} steps`;
+    return `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`;
+  }).join(" · ");
+}
+
 /** Order series for legends and give each a label that is unique among them. */
 export function finishSeries(series: SeriesMeta[]): void {
   series.sort((a, b) =>
@@ -255,11 +281,13 @@ export function finishSeries(series: SeriesMeta[]): void {
   for (const same of byLabel.values()) {
     const lrs = new Set(same.map((s) => s.lr)).size > 1;
     const batches = new Set(same.map((s) => s.batch_tokens)).size > 1;
+    const differ = same.length > 1 ? trainParamsThatDiffer(same) : [];
     for (const s of same) {
       const parts = [s.label];
       if (same.length > 1 && lrs) parts.push(formatLr(s.lr));
       if (same.length > 1 && batches) parts.push(formatBatch(s.batch_tokens));
-      s.groupDisplay = parts.join(" · ");
+      if (differ.length) parts.push(describeTrain(s, differ));
+      s.groupDisplay = parts.filter((p) => p).join(" · ");
     }
     // Still equal (same label, lr and batch): tell them apart by the producing instance.
     const seen = new Map<string, number>();

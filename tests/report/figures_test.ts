@@ -3,13 +3,17 @@
 // hold the other param fixed, and figures without data say why.
 import assert from "node:assert/strict";
 import {
+  describeTrain,
   FIGURE_IDS,
   figureById,
   type FigureResult,
   FigureScope,
+  finishSeries,
+  type SeriesMeta,
   type Skipped,
   sqlList,
   toCsv,
+  trainParamsThatDiffer,
 } from "../../report/figures/index.ts";
 import { PALETTE } from "../../report/figures/charts.ts";
 import { formatGap } from "../../report/figures/intervals.ts";
@@ -357,4 +361,37 @@ Deno.test("intervals: ablation gets a gap row with its band; the final table the
   } finally {
     await ctx.dispose();
   }
+});
+
+Deno.test("labels tell apart runs that differ only in length or preset (a scale study)", () => {
+  const meta = (id: string, train: Record<string, unknown>, seed = 0): SeriesMeta => ({
+    ref: `ev|${id}`,
+    instance_key: "ev",
+    series_id: id,
+    label: "original",
+    method: "original",
+    k: null,
+    nu: null,
+    lr: 0.02,
+    batch_tokens: 2048,
+    seed,
+    params: { train: { lr: 0.02, batch_tokens: 2048, ...train }, seed },
+    display: "",
+    group: JSON.stringify([id.split("/")[0].replace(/s\d$/, ""), train]),
+    groupDisplay: "",
+    order: 0,
+  });
+  const series = [
+    meta("a/original", { preset: "cpu-micro", steps: 600 }),
+    meta("b/original", { preset: "cpu-micro", steps: 1200 }),
+    meta("c/original", { preset: "cpu-tiny", steps: 1200 }),
+  ];
+  finishSeries(series);
+  assert.deepEqual(series.map((s) => s.display), [
+    "original · cpu-micro · 600 steps",
+    "original · cpu-micro · 1200 steps",
+    "original · cpu-tiny · 1200 steps",
+  ]);
+  assert.deepEqual(trainParamsThatDiffer(series), ["preset", "steps"]);
+  assert.equal(describeTrain(series[0], ["preset", "steps"]), "cpu-micro · 600 steps");
 });
