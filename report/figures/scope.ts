@@ -243,6 +243,16 @@ function trainOf(s: SeriesMeta): Record<string, unknown> {
   return t && typeof t === "object" ? t as Record<string, unknown> : {};
 }
 
+/**
+ * Which training run a series comes from, seed aside: its training params when recorded
+ * (an averaged series carries its source's), else lr and batch size.
+ */
+export function trainingRun(s: SeriesMeta): string {
+  const t = trainOf(s);
+  if (Object.keys(t).length === 0) return `lr ${s.lr} · batch ${s.batch_tokens}`;
+  return JSON.stringify(Object.keys(t).sort().map((k) => [k, t[k]]));
+}
+
 /** Training params (besides lr, batch and `except`) whose values differ among `series`. */
 export function trainParamsThatDiffer(series: SeriesMeta[], except: string[] = []): string[] {
   const skip = new Set(["lr", "batch_tokens", "min_lr", ...except]);

@@ -16,6 +16,7 @@ import {
   seedStats,
   type SeriesMeta,
   str,
+  trainingRun,
   uniqueKeys,
   uniqueSeries,
 } from "./scope.ts";
@@ -60,7 +61,7 @@ const finalTable: FigureDef = {
   title: "Final validation loss per series and domain",
   paper: "Fig. 1 (end points), Table 1 (held-out domains)",
   description: "Loss (nats/token) at each series' last evaluated step; Δ is the difference to " +
-    "the original trained with the same learning rate and batch (negative = better). Rows: " +
+    "the original of the same training run and seed (negative = better). Rows: " +
     "by training run, the original first, then by final loss.",
   async build(scope) {
     const points = await loadLoss(scope, "every");
@@ -79,8 +80,7 @@ const finalTable: FigureDef = {
       final.find((p) => p.series.ref === s.ref && p.domain === d)?.loss ?? null;
     const headline = (s: SeriesMeta) => lossOf(s, "all") ?? lossOf(s, domains[0]);
     const groups = groupsOf(series);
-    const sameRun = (a: SeriesMeta, b: SeriesMeta) =>
-      a.lr === b.lr && a.batch_tokens === b.batch_tokens;
+    const sameRun = (a: SeriesMeta, b: SeriesMeta) => trainingRun(a) === trainingRun(b);
     const originalOf = (s: SeriesMeta) =>
       series.find((o) => o.method === "original" && sameRun(o, s) && o.seed === s.seed) ??
         series.find((o) => o.method === "original" && sameRun(o, s));
@@ -105,7 +105,7 @@ const finalTable: FigureDef = {
         loss: mean(values(members, headline)),
         deltas,
         gap: head.method === "original" ? undefined : gap,
-        run: `${head.lr}|${head.batch_tokens}`,
+        run: trainingRun(head),
       };
     });
     const runOrder = [...new Set(entries.map((e) => e.run))];
