@@ -74,7 +74,11 @@ export function reachedUnits(
     for (const ref of meanings.get(url)!.units[index].refs) pending.push(() => local(url, ref));
   };
   /** A name used in `url`: its declaration there, or the export it imports. */
+  const localsDone = new Set<string>();
   const local = (url: string, name: string) => {
+    const id = `${url}\u0000${name}`;
+    if (localsDone.has(id)) return;
+    localsDone.add(id);
     const m = meanings.get(url)!;
     m.units.forEach((u, i) => {
       if (u.declares.includes(name)) include(url, i);
