@@ -7,12 +7,15 @@ import { gapRowOf } from "./intervals.ts";
 import { bandOf, loadLoss, lossRows } from "./loss.ts";
 import {
   type DataRow,
+  describeTrain,
   type FigureDef,
   formatBatch,
   formatLr,
   isSkipped,
   seedNote,
   type SeriesMeta,
+  trainingRun,
+  trainParamsThatDiffer,
   uniqueKeys,
   uniqueSeries,
 } from "./scope.ts";
@@ -38,8 +41,15 @@ function ablation(id: string, colour: Axis, panel: Axis, paper: string): FigureD
         p.series.method === "lawa" && p.series.k !== null && p.series.nu !== null
       );
       if (allLawa.length === 0) return { skip: "no LAWA series (method 'lawa' with k and ν)" };
-      // The ablation is over one training run: the (lr, batch) with the most (k, ν) settings.
-      const runOf = (s: SeriesMeta) => `${formatLr(s.lr)} · ${formatBatch(s.batch_tokens)}`;
+      // The ablation is over one training run (seeds aside): the one with the most (k, ν)
+      // settings, named by its lr, batch and whatever else tells the runs apart.
+      const runOf = trainingRun;
+      const differ = trainParamsThatDiffer(uniqueSeries(allLawa));
+      const runName = new Map(allLawa.map((p) => [
+        runOf(p.series),
+        [formatLr(p.series.lr), formatBatch(p.series.batch_tokens), describeTrain(p.series, differ)]
+          .filter((x) => x).join(" · "),
+      ]));
       const settings = new Map<string, Set<string>>();
       for (const p of allLawa) {
         const run = runOf(p.series);
@@ -98,7 +108,9 @@ function ablation(id: string, colour: Axis, panel: Axis, paper: string): FigureD
       const series = uniqueSeries(used);
       const notes = [
         runs.length > 1
-          ? `LAWA series of other runs left out: ${runs.slice(1).map((r) => r[0]).join("; ")}.`
+          ? `LAWA series of other runs left out: ${
+            runs.slice(1).map((r) => runName.get(r[0])).join("; ")
+          }.`
           : "",
         seedNote(series) ?? "",
         gapRow?.note ?? "",
@@ -109,7 +121,7 @@ function ablation(id: string, colour: Axis, panel: Axis, paper: string): FigureD
         instanceKeys: [...new Set([...uniqueKeys(used), ...(gapRow?.keys ?? [])])].sort(),
         note: notes.join(" ") || undefined,
         spec: lineChart(
-          `${this.title} (${chosen})`,
+          `${this.title} (${runName.get(chosen)})`,
           rows,
           {
             x: { field: "step", title: AXIS.step },
