@@ -130,11 +130,12 @@ function seriesTable(series: SeriesMeta[]): string {
 function whatItIs(input: ReportInput | undefined): string {
   if (!input) return "";
   if (input.series?.length) return input.series.join("; ");
-  const p = input.params;
-  const bits = ["method", "k", "nu", "lr", "batch_tokens", "steps"]
-    .filter((k) => p[k] !== undefined && typeof p[k] !== "object")
-    .map((k) => `${k === "nu" ? "ν" : k}=${p[k]}`);
-  return bits.join(" ");
+  // Otherwise its short params: the k/ν of an average, the lr of a train, ...
+  const bits = Object.entries(input.params)
+    .map(([k, v]) => [k === "nu" ? "ν" : k, typeof v === "string" ? v : JSON.stringify(v)] as const)
+    .filter(([, v]) => v !== undefined && v.length <= 32)
+    .map(([k, v]) => `${k}=${v}`);
+  return bits.slice(0, 6).join(" ");
 }
 
 function inputsFor(keys: string[], inputs: ReportInput[]): string {

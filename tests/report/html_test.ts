@@ -65,7 +65,17 @@ Deno.test("buildReport embeds every figure, its params and no network reference"
       note: id === "final-table" ? "left out: nothing" : undefined,
     })),
     skipped: [{ id: "lmc", reason: "no lmc table in the results" }],
-    inputs: [{ key: "ev1", step: "evaluate", node: "eval-main", params: { max_windows: 8 } }],
+    inputs: [
+      { key: "ev1", step: "evaluate", node: "eval-main", params: { max_windows: 8 } },
+      { key: "av1", step: "average", node: "lawa", params: { method: "lawa", k: 5, nu: 10 } },
+      {
+        key: "ev2",
+        step: "evaluate",
+        node: "eval-lawa",
+        params: {},
+        series: ["LAWA k=5 ν=10 · seed 0", "LAWA k=5 ν=10 · seed 1"],
+      },
+    ],
   });
   assert.match(html, /^<!DOCTYPE html>/);
   assert.match(html, /<title>Report &lt;1&gt;<\/title>/);
@@ -82,6 +92,23 @@ Deno.test("buildReport embeds every figure, its params and no network reference"
   assert.match(html, /<b>lmc<\/b>: no lmc table in the results/);
   assert.match(html, /2.91712/);
   assert.doesNotMatch(html, /<script|<link|(src|href)="https?:/i);
+  // Figures open full size; the inputs are folded and say what each instance is.
+  assert.match(html, /<a href="final-table\.svg" title="open the figure full size"><svg/);
+  assert.match(html, /<details class="inputs"><summary><b>All inputs<\/b> \(3 instances/);
+  assert.match(html, /<td>method=lawa k=5 ν=10<\/td>/);
+  assert.match(html, /<td>LAWA k=5 ν=10 · seed 0; LAWA k=5 ν=10 · seed 1<\/td>/);
+});
+
+Deno.test("tables: a column's decimals are fixed, negatives get a true minus", () => {
+  const md = tableToMarkdown({
+    columns: ["series", "loss", "Δ"],
+    rows: [["a", 3.1, -0.01234], ["b", 3.14159, 0.2]],
+    decimals: [null, 4, 3],
+  });
+  assert.match(md, /\| a \| 3\.1000 \| −0\.012 \|/);
+  assert.match(md, /\| b \| 3\.1416 \| 0\.200 \|/);
+  const html = tableToHtml({ columns: ["loss"], rows: [["3.1000 ± 0.0100"]] });
+  assert.match(html, /<td class="num">3\.1000 ± 0\.0100<\/td>/);
 });
 
 Deno.test("inlineSvg prefixes ids and their references with the figure id", () => {
