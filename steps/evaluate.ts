@@ -368,7 +368,7 @@ export const evaluateStep = defineStep({
             if (r.predictions) predictions.push(r.predictions);
           }
           const all = poolResults(parts);
-          const rows: Row[] = [...parts, { domain: "all", ...all }].map((p) => {
+          const rows: RowOf<typeof EVAL_LOSS>[] = [...parts, { domain: "all", ...all }].map((p) => {
             const loss = p.sumLoss / p.nTokens;
             return {
               series_id: plan.id,
@@ -380,14 +380,14 @@ export const evaluateStep = defineStep({
               n_tokens: p.nTokens,
             };
           });
-          ctx.results.append("eval_loss", rows);
+          appendRows(ctx.results, EVAL_LOSS, rows);
           summary.push(...rows);
           curve.push({ step: ck.step, loss: all.meanLoss });
 
           if (params.diversity) {
             const current = concatPredictions(predictions);
             if (previous) {
-              ctx.results.append("diversity", [{
+              appendRows(ctx.results, DIVERSITY, [{
                 series_id: plan.id,
                 step_a: previous.step,
                 step_b: ck.step,
@@ -408,8 +408,9 @@ export const evaluateStep = defineStep({
                 maxLen: plan.cfg.block_size,
                 batchSize: params.batch_size,
               });
-              ctx.results.append(
-                "zeroshot",
+              appendRows(
+                ctx.results,
+                ZEROSHOT,
                 metrics.map((m) => ({ series_id: plan.id, step: ck.step, task: task.name, ...m })),
               );
               ctx.progress.log(
@@ -423,7 +424,7 @@ export const evaluateStep = defineStep({
         }
       }
       const spike = largestRise(curve);
-      if (spike) ctx.results.append("spikes", [{ series_id: plan.id, ...spike }]);
+      if (spike) appendRows(ctx.results, SPIKES, [{ series_id: plan.id, ...spike }]);
     }
     await Deno.writeTextFile(
       `${ctx.outDir}/eval_loss.json`,

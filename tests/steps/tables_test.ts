@@ -60,3 +60,27 @@ Deno.test("selectSql casts BIGINT to DOUBLE and JSON to text, filters and orders
   assert.equal(sqlList([]), "(NULL)");
   assert.deepEqual(Object.keys(tablesOf(SERIES, EVAL_LOSS)), ["series", "eval_loss"]);
 });
+
+Deno.test("steps and figures name no results table in SQL or append calls: they go through steps/tables.ts", async () => {
+  const names = new Set(RESULTS_TABLES.map((t) => t.name));
+  const offenders: string[] = [];
+  const scan = async (dir: string) => {
+    for await (const e of Deno.readDir(new URL(`../../${dir}/`, import.meta.url))) {
+      const path = `${dir}/${e.name}`;
+      if (e.isDirectory) await scan(path);
+      else if (e.name.endsWith(".ts") && path !== "steps/tables.ts") {
+        const text = await Deno.readTextFile(new URL(`../../${path}`, import.meta.url));
+        for (const m of text.matchAll(/\b(?:FROM|JOIN|INTO|UPDATE)\s+"?([A-Za-z_]\w*)"?/g)) {
+          if (names.has(m[1])) offenders.push(`${path}: ${m[0]}`);
+        }
+        // Writers append typed rows (appendRows) rather than to a table named by a string.
+        for (const m of text.matchAll(/\.append\(\s*"([A-Za-z_]\w*)"/g)) {
+          if (names.has(m[1])) offenders.push(`${path}: ${m[0]}`);
+        }
+      }
+    }
+  };
+  await scan("steps");
+  await scan("report");
+  assert.deepEqual(offenders, []);
+});
