@@ -1,14 +1,24 @@
 // Checkpoint averaging: LAWA (the paper's Algorithm 1), EMA and SWA (Algorithm 2), and
 // the linear interpolation behind the linear-mode-connectivity figure.
 //
-// Everything streams: one accumulator the size of the model plus one tensor being read,
-// whatever k is. Consecutive LAWA windows reuse the accumulated sum (add the newest
-// members, subtract the ones that left) with an exact recompute every `recomputeEvery`
-// windows so rounding error cannot build up. Every float dtype (F32, F64, F16, BF16) is
+// Everything streams: one accumulator the size of the model plus one tensor being read
+// (a fresh window: 2 MiB per member, its members summed chunk by chunk in one pass).
+// Consecutive LAWA windows reuse the accumulated sum (add the newest members, subtract
+// the ones that left) with an exact recompute every `recomputeEvery` windows so rounding
+// error cannot build up. Every float dtype (F32, F64, F16, BF16) is
 // decoded and accumulated in float64 (or float32 if asked); integer tensors are copied
 // from the newest member. Tensor names are matched after stripping `_orig_mod.` and
 // `module.` prefixes (torch.compile and DDP wrappers).
-import { blendInto, type DType, DTYPE_BYTES, encodeFloats, isFloatDType, numelOf, SafetensorsWriter, type TensorSpec } from "../checkpoints/safetensors.ts";
+import {
+  blendInto,
+  type DType,
+  DTYPE_BYTES,
+  encodeFloats,
+  isFloatDType,
+  numelOf,
+  SafetensorsWriter,
+  type TensorSpec,
+} from "../checkpoints/safetensors.ts";
 import { CheckpointReader } from "../checkpoints/sharded.ts";
 import { checkpointFileName } from "../checkpoints/series.ts";
 
@@ -256,6 +266,20 @@ async function openAndCheck(
 // ---------------------------------------------------------------------------------------
 // The accumulator: one float array per float tensor of the model.
 
+/** Bytes of one member's chunk in Accumulator.sumOf: it and the sum stay in cache. */
+const SUM_CHUNK_BYTES = 1 << 20;
+
+/** Read exactly `into.length` bytes at `position` of an open file. */
+async function readAt(file: Deno.FsFile, position: number, into: Uint8Array, path: string) {
+  await file.seek(position, Deno.SeekMode.Start);
+  let done = 0;
+  while (done < into.length) {
+    const n = await file.read(into.subarray(done));
+    if (n === null) throw new Error(`${path}: truncated file at offset ${position + done}`);
+    done += n;
+  }
+}
+
 class Accumulator {
   private readonly sums = new Map<string, Float64Array | Float32Array>();
   /** Two scratch buffers, shared by reading (prefetch) and writing (encode while writing). */
@@ -300,6 +324,54 @@ class Accumulator {
       reader.close();
     }
     this.checkpointReads++;
+  }
+
+  /**
+   * acc = the sum of `members` (a fresh LAWA window), chunk by chunk of each float
+   * tensor: the same chunk of every member is read (all members at once, the next chunk
+   * while this one is added), then added up while it is in cache. The accumulator is
+   * written once instead of once per member, which is what bounded averaging speed (a
+   * memory-bound pass per member); the sums are the same, in the same order, as member
+   * by member. Memory: two chunk buffers per member, whatever the model's size.
+   */
+  async sumOf(members: CheckpointReader[]): Promise<void> {
+    const files = new Map<string, Deno.FsFile>();
+    const fileOf = async (path: string) => {
+      let f = files.get(path);
+      if (!f) files.set(path, f = await Deno.open(path, { read: true }));
+      return f;
+    };
+    const chunks = members.map(
+      () => [new ArrayBuffer(SUM_CHUNK_BYTES), new ArrayBuffer(SUM_CHUNK_BYTES)],
+    );
+    try {
+      for (const t of this.layout) {
+        if (!t.isFloat) continue;
+        const acc = this.sums.get(t.name)!;
+        const parts = members.map((m) => m.tensors.get(t.name)!);
+        const perChunk = SUM_CHUNK_BYTES / 8; // elements: an F64 member's chunk fits too
+        const read = (c: number) =>
+          Promise.all(parts.map(async (p, j) => {
+            const size = DTYPE_BYTES[p.dtype];
+            const from = c * perChunk, to = Math.min(acc.length, from + perChunk);
+            const bytes = new Uint8Array(chunks[j][c % 2], 0, (to - from) * size);
+            await readAt(await fileOf(p.file), p.begin + from * size, bytes, p.file);
+            return bytes;
+          }));
+        const nChunks = Math.ceil(acc.length / perChunk);
+        let pending = read(0);
+        for (let c = 0; c < nChunks; c++) {
+          const got = await pending;
+          if (c + 1 < nChunks) pending = read(c + 1);
+          const part = acc.subarray(c * perChunk, Math.min(acc.length, (c + 1) * perChunk));
+          got.forEach((bytes, j) => blendInto(part, bytes, parts[j].dtype, j === 0 ? 0 : 1, 1));
+        }
+        for (const p of parts) this.bytesRead += p.end - p.begin;
+      }
+    } finally {
+      for (const f of files.values()) f.close();
+    }
+    this.checkpointReads += members.length;
   }
 
   /**
@@ -473,11 +545,7 @@ export async function averageCheckpoints(
         for (const s of add) await acc.blend(readers.get(s)!, 1, 1);
         incremental++;
       } else {
-        let firstMember = true;
-        for (const s of w.members) {
-          await acc.blend(readers.get(s)!, firstMember ? 0 : 1, 1);
-          firstMember = false;
-        }
+        await acc.sumOf(w.members.map((s) => readers.get(s)!));
         incremental = 0;
       }
       inAcc = w.members;
