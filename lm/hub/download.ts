@@ -177,8 +177,8 @@ export async function remoteFile(
   }
   const etag = info.etag.replace(/^W\//, "").replace(/"/g, "");
   if (/^[0-9a-f]{40}$/.test(etag) && !info.xet) return { path, size: info.size, etag };
-  // A large file: its sha256 is the LFS oid of the tree API (a Xet-stored file's ETag
-  // may be its Xet hash, which is not a hash of the content we could check).
+  // Otherwise (an LFS file behind a CDN, a Xet-stored file whose ETag is its Xet hash) the
+  // content hash comes from the tree API: the LFS oid (sha256), or the git oid.
   let lfs;
   try {
     [lfs] = await pathsInfo({
@@ -190,17 +190,19 @@ export async function remoteFile(
     });
   } catch (e) {
     throw new Error(
-      `hub: ${listing.repo} revision ${listing.revision} ${path}: no LFS sha256 to check it against (${
+      `hub: ${listing.repo} revision ${listing.revision} ${path}: no content hash to check it against (${
         oneLine(e)
       })`,
     );
   }
-  if (!lfs?.lfs || lfs.lfs.size !== info.size) {
+  // An LFS file is checked against its sha256, a small file against its git blob sha1.
+  const hash = lfs?.lfs ? lfs.lfs.oid : lfs?.oid;
+  if (!hash || (lfs?.lfs ? lfs.lfs.size : lfs?.size) !== info.size) {
     throw new Error(
-      `hub: ${listing.repo} revision ${listing.revision} ${path}: the hub gives no LFS sha256 of ${info.size} bytes to check it against`,
+      `hub: ${listing.repo} revision ${listing.revision} ${path}: the hub gives no hash of its ${info.size} bytes to check them against`,
     );
   }
-  return { path, size: info.size, etag: lfs.lfs.oid };
+  return { path, size: info.size, etag: hash };
 }
 
 /** The hash the hub's etag stands for: sha256 (LFS) or git's blob sha1 (small files). */
