@@ -91,8 +91,9 @@ const finalTable: FigureDef = {
 
     const entries = groups.map((members) => {
       const head = members[0];
-      // Δ per seed against the original of the same seed, then averaged.
-      const deltas = values(members, (s) => {
+      // Δ per seed against the original of the same seed, then averaged (an original's
+      // own Δ is 0 by definition, not a spread over seeds).
+      const deltas = head.method === "original" ? [0] : values(members, (s) => {
         const o = originalOf(s);
         const a = headline(s);
         const b = o ? headline(o) : null;
