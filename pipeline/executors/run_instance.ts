@@ -145,6 +145,16 @@ export async function runInstance(opts: RunInstanceOptions): Promise<number> {
   }
   const reporter = createReporter({ live: false });
   const job = jobFromEnv();
+  // scancel and a job's time limit send SIGTERM: stop the step as Ctrl-C would, so the
+  // key's lock is released and a non-resumable work folder removed before Slurm's KILL.
+  const stop = new AbortController();
+  const onTerm = () => {
+    reporter.line(`${label}: SIGTERM: stopping`);
+    stop.abort();
+  };
+  opts.signal.addEventListener("abort", () => stop.abort(), { once: true });
+  const handleTerm = Deno.build.os !== "windows";
+  if (handleTerm) Deno.addSignalListener("SIGTERM", onTerm);
   try {
     const result = await buildInstance({
       instance: plan.instance,
@@ -159,7 +169,7 @@ export async function runInstance(opts: RunInstanceOptions): Promise<number> {
       seed: plan.instance.seed ?? seed,
       executor: inProcessExecutor,
       reporter,
-      signal: opts.signal,
+      signal: stop.signal,
       ...(job ? { job } : {}),
       jobAlive: slurmJobAlive,
     });
@@ -178,6 +188,7 @@ export async function runInstance(opts: RunInstanceOptions): Promise<number> {
         return 1;
     }
   } finally {
+    if (handleTerm) Deno.removeSignalListener("SIGTERM", onTerm);
     reporter.close();
   }
 }

@@ -46,7 +46,8 @@ if [ -f "$CONF" ] && [ -f "$DIR/slurmctld.pid" ] && kill -0 "$(cat "$DIR/slurmct
 fi
 "$(dirname "$0")/down.sh" "$DIR" >/dev/null 2>&1 || true
 mkdir -p "$DIR"/{state,spool,log,munge}
-chmod 700 "$DIR/munge"
+# Users other than root submit jobs too (sudo up.sh): they must reach munge's socket.
+chmod 755 "$DIR" "$DIR/munge"
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if [ -n "${LAWA_SLURM_PORT:-}" ]; then

@@ -93,6 +93,15 @@ async function waitFor(
   }
 }
 
+/** The log of the one job an artifacts folder's runs submitted. */
+async function jobLog(artifacts: string): Promise<string> {
+  const logs = [...Deno.readDirSync(`${artifacts}/slurm/logs`)].filter((e) =>
+    e.name.endsWith(".log")
+  );
+  assert.equal(logs.length, 1, logs.map((e) => e.name).join(", "));
+  return await Promise.resolve(`${artifacts}/slurm/logs/${logs[0].name}`);
+}
+
 const exists = (path: string) => () => Deno.stat(path).then(() => true, () => false);
 
 /** Collects a child's output while it runs (so a test can wait for a line). */
@@ -225,10 +234,16 @@ Deno.test({
       assert.ok(localRows.length > 0);
       assert.deepEqual(await evalRows(`${work}/slurm`), localRows);
 
+      // A rerun submits nothing cached. (Only an entry whose code changed in between
+      // runs again: none in a fixed checkout, but a working tree may be edited meanwhile.)
+      const before = new Set((await manifests(`${work}/slurm`)).map((m) => m.key));
       const again = await run(cluster, MAIN, runArgs(config, `${work}/slurm`, "slurm"));
       assert.equal(again.code, 0, again.text);
-      assert.match(again.text, new RegExp(`0 ran, ${n} cached`));
-      assert.doesNotMatch(again.text, /submitted/);
+      const [, ran, cached] = again.text.match(/(\d+) ran, (\d+) cached, 0 failed/)!.map(Number);
+      assert.equal(ran + cached, n);
+      const fresh = (await manifests(`${work}/slurm`)).filter((m) => !before.has(m.key));
+      assert.equal(fresh.length, ran, again.text);
+      assert.equal(again.text.match(/^submitted /gm)?.length ?? 0, ran, again.text);
     });
 
     await t.step("a failing job is reported with its state, exit code and log tail", async () => {
@@ -319,6 +334,17 @@ Deno.test({
           assert.match(first.output(), /0 ran, 0 cached, 0 failed, 0 skipped, 2 cancelled/);
           assert.deepEqual(await liveJobs(cluster), [], "a cancelled run left jobs behind");
           assert.deepEqual(await manifests(`${work}/cancel`), []);
+          // The job stopped on SIGTERM: it released the key's lock and removed its work folder.
+          const names = (dir: string) => [...Deno.readDirSync(dir)].map((e) => e.name);
+          assert.deepEqual(
+            names(`${work}/cancel/cache/.locks`).filter((n) => n.endsWith(".owner")),
+            [],
+          );
+          assert.deepEqual(names(`${work}/cancel/cache/.tmp`), []);
+          assert.match(
+            await Deno.readTextFile(await jobLog(`${work}/cancel`)),
+            /SIGTERM: stopping/,
+          );
         } finally {
           await cleanUp(cluster, children);
         }
