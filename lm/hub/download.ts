@@ -12,7 +12,8 @@
 // declared; a mismatch is refused and the partial file removed. A blob already in a
 // Hugging Face cache (HF_HUB_CACHE, or HF_HOME/hub, or ~/.cache/huggingface/hub) is
 // copied instead of downloaded, and with no network a revision whose files that cache
-// holds (refs/<rev> -> snapshots/<commit>/) is used from there.
+// holds (refs/<rev> -> snapshots/<commit>/) is used from there. Verified downloads are
+// added to that cache when it exists (hard links), as huggingface_hub itself would.
 import { downloadFile, fileDownloadInfo, modelInfo, pathsInfo } from "@huggingface/hub";
 import { createHash } from "node:crypto";
 
@@ -298,7 +299,8 @@ export async function fetchVerified(
     ? `${access.hfCache}/${repoFolder(listing.repo)}/blobs/${file.etag}`
     : null;
   if (cached && (await exists(cached))?.size === file.size) {
-    await Deno.copyFile(cached, part);
+    await Deno.remove(part).catch(() => {});
+    await Deno.link(cached, part).catch(() => Deno.copyFile(cached, part));
     hooks.log?.(`hub: ${where}: reused from the Hugging Face cache`);
   }
   for (let attempt = 1; attempt <= maxAttempts; attempt++) {
@@ -339,7 +341,43 @@ export async function fetchVerified(
       );
     }
     await Deno.rename(part, dest);
+    if (!listing.cachedSnapshot) await keepInHfCache(listing, file, dest, access.hfCache);
     return dest;
   }
   throw new Error(`hub: ${where}: still incomplete after ${maxAttempts} attempts`);
+}
+
+/**
+ * Add a verified file to an existing Hugging Face cache, in its layout (blobs/<etag>,
+ * snapshots/<commit>/<path> -> blob, refs/<revision>), hard-linked when it can be: a
+ * later run, with another revision range or offline, and Python tools find it there.
+ * A cache folder that does not exist is not created.
+ */
+async function keepInHfCache(
+  listing: RevisionListing,
+  file: RemoteFile,
+  path: string,
+  hfCache: string | null,
+): Promise<void> {
+  if (!hfCache || !(await exists(hfCache))?.isDirectory) return;
+  const root = `${hfCache}/${repoFolder(listing.repo)}`;
+  const blob = `${root}/blobs/${file.etag}`;
+  const pointer = `${root}/snapshots/${listing.commit}/${file.path}`;
+  try {
+    await Deno.mkdir(`${root}/blobs`, { recursive: true });
+    if ((await exists(blob))?.size !== file.size) {
+      await Deno.link(path, blob).catch(() => Deno.copyFile(path, blob));
+    }
+    await Deno.mkdir(pointer.slice(0, pointer.lastIndexOf("/")), { recursive: true });
+    if (!(await exists(pointer))) {
+      const up = "../".repeat(file.path.split("/").length + 1);
+      await Deno.symlink(`${up}blobs/${file.etag}`, pointer);
+    }
+    if (listing.revision !== listing.commit) {
+      await Deno.mkdir(`${root}/refs`, { recursive: true });
+      await Deno.writeTextFile(`${root}/refs/${listing.revision}`, listing.commit);
+    }
+  } catch {
+    // A read-only or foreign cache stays as it is: keeping a copy there is a convenience.
+  }
 }

@@ -149,3 +149,40 @@ Deno.test("hub download: a Hugging Face cache is reused, online and offline", as
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("hub download: verified files are added to an existing Hugging Face cache", async () => {
+  const hub = await startLocalHub({ root: ROOT, repo: REPO });
+  const cache = await Deno.makeTempDir({ prefix: "hf-cache-" });
+  const dir = await Deno.makeTempDir({ prefix: "hub-dl-" });
+  try {
+    const online: HubAccess = { endpoint: hub.url, hfCache: cache };
+    const listing = await listRevision(REPO, "step6000", online);
+    for (const path of listing.files) {
+      await fetchVerified(listing, await remoteFile(listing, path, online), dir, online);
+    }
+    const commit = hub.commitOf("step6000");
+    const root = `${cache}/models--test--pythia-tiny`;
+    assert.equal(await Deno.readTextFile(`${root}/refs/step6000`), commit);
+    const bytes = await Deno.readFile(`${ROOT}/step6000/pytorch_model.bin`);
+    assert.deepEqual(await Deno.readFile(`${root}/snapshots/${commit}/pytorch_model.bin`), bytes);
+    assert.ok((await Deno.stat(`${root}/blobs/${sha256(bytes)}`)).isFile);
+
+    // Later, offline, into a fresh folder: the cache serves the revision.
+    const offline: HubAccess = { endpoint: "http://127.0.0.1:9", hfCache: cache };
+    const cached = await listRevision(REPO, "step6000", offline);
+    assert.deepEqual(cached.files, listing.files);
+    const file = await remoteFile(cached, "pytorch_model.bin", offline);
+    const got = await fetchVerified(cached, file, `${dir}/again`, offline);
+    assert.deepEqual(await Deno.readFile(got), bytes);
+
+    // A cache folder that does not exist is not created.
+    const none: HubAccess = { endpoint: hub.url, hfCache: `${cache}/absent` };
+    const l2 = await listRevision(REPO, "step1000", none);
+    await fetchVerified(l2, await remoteFile(l2, "config.json", none), `${dir}/x`, none);
+    await assert.rejects(Deno.stat(`${cache}/absent`), Deno.errors.NotFound);
+  } finally {
+    await hub.close();
+    await Deno.remove(cache, { recursive: true });
+    await Deno.remove(dir, { recursive: true });
+  }
+});
