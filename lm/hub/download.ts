@@ -300,7 +300,8 @@ export async function fetchVerified(
     : null;
   if (cached && (await exists(cached))?.size === file.size) {
     await Deno.remove(part).catch(() => {});
-    await Deno.link(cached, part).catch(() => Deno.copyFile(cached, part));
+    const target = await Deno.realPath(cached); // a snapshot entry is a symlink to its blob
+    await Deno.link(target, part).catch(() => Deno.copyFile(target, part));
     hooks.log?.(`hub: ${where}: reused from the Hugging Face cache`);
   }
   for (let attempt = 1; attempt <= maxAttempts; attempt++) {
