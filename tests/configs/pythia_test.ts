@@ -116,3 +116,23 @@ Deno.test("pythia: offline, the hub step fails in one line naming repo, revision
     await Deno.remove(artifacts, { recursive: true });
   }
 });
+
+Deno.test("configs/pythia.yaml plans the paper's protocol: 29 instances, nothing fetched", async () => {
+  const artifacts = await Deno.makeTempDir({ prefix: "pythia-plan-" });
+  try {
+    const config = new URL("../../configs/pythia.yaml", import.meta.url).pathname;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", MAIN, "run", config, "--dry-run", "--artifacts", artifacts],
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1", HF_ENDPOINT: "http://127.0.0.1:9" },
+    }).output();
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, text);
+    // hub, corpus, tokens; lawa, ema, swa, 3 + 6 ablation averages; 13 evaluations; figures
+    assert.match(text, /29 would run, 0 cached/);
+    assert.match(text, /would run ablation-nu\[k=5 nu=10000\]/);
+  } finally {
+    await Deno.remove(artifacts, { recursive: true });
+  }
+});
