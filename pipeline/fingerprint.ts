@@ -1,7 +1,9 @@
 // The code part of a cache key: what a step kind's code *means*, not its bytes.
-// Modules are read with the TypeScript compiler's parser (code_meaning.ts): comments,
-// formatting, type annotations, interfaces, type aliases and type-only imports do not
-// count. From the step's module, the fingerprint follows what runs: every module loaded
+// Modules are read with the TypeScript compiler's parser (code_meaning.ts; npm
+// `typescript`, pinned in deno.json: the language's reference parser, kept in step with
+// the language, where regular expressions misread imports in strings and comments and
+// cannot tell a type from a value): comments, formatting, type annotations, interfaces,
+// type aliases and type-only imports do not count. From the step's module, the fingerprint follows what runs: every module loaded
 // through imports that run (value imports, re-exports, literal `import()`), and in each,
 // the top-level statements that loading it runs (calls, assignments, initializers that
 // compute) plus, transitively, the declarations those and the step's own code refer to,
