@@ -83,6 +83,9 @@ export class SlurmExecutor implements ClusterExecutor {
   readonly #unseen = new Map<string, number>();
   #polling: Promise<void> | null = null;
   #pollError = "";
+  #pollFailures = 0;
+  /** Where poll problems are told (the reporter of the latest build). */
+  #warn: (message: string) => void = () => {};
 
   constructor(opts: SlurmExecutorOptions) {
     this.#o = opts;
@@ -189,9 +192,15 @@ export class SlurmExecutor implements ClusterExecutor {
     let found: Map<string, JobStatus>;
     try {
       found = await queryJobs(ids);
+      if (this.#pollFailures >= 3) this.#warn("squeue answers again");
       this.#pollError = "";
+      this.#pollFailures = 0;
     } catch (e) {
       this.#pollError = (e as Error).message;
+      // Say so once per outage (slurmctld restarting is common); keep asking.
+      if (++this.#pollFailures === 3) {
+        this.#warn(`cannot ask Slurm about ${ids.length} jobs (retrying): ${this.#pollError}`);
+      }
       return;
     }
     for (const id of ids) {
@@ -263,6 +272,7 @@ export class SlurmExecutor implements ClusterExecutor {
   async build(req: ClusterBuild): Promise<ClusterResult> {
     const { reporter, signal, instance } = req;
     const retries = this.#o.settings.retries;
+    this.#warn = (message) => reporter.line(`warning: ${message}`);
     for (let attempt = 0;; attempt++) {
       if (signal.aborted) {
         return { status: "cancelled", error: "cancelled (interrupted)", job: null };
