@@ -1,5 +1,5 @@
 // End to end: a tiny copy of configs/pythia.yaml (tests/fixtures/neox/pythia-tiny.yaml)
-// run through the real command line against the fixture repo served by the local hub on
+// run through `deno task run` against the fixture repo served by the local hub on
 // 127.0.0.1 (HF_ENDPOINT), one weights download dropped halfway and resumed. Checked as a
 // user would: the identical revision reported and left out of the series, LAWA skipping
 // the window that needed it, one loss row per (series, step, domain), zero-shot rows,
@@ -11,6 +11,7 @@ import { startLocalHub } from "../helpers/local_hub.ts";
 const CONFIG = new URL("../fixtures/neox/pythia-tiny.yaml", import.meta.url).pathname;
 const REPO_ROOT = new URL("../fixtures/neox/repo", import.meta.url).pathname;
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
+const ROOT = new URL("../../", import.meta.url).pathname;
 const FIGURES = [
   "loss-vs-step",
   "per-domain",
@@ -24,8 +25,10 @@ async function cli(
   artifacts: string,
   env: Record<string, string>,
 ): Promise<{ code: number; text: string }> {
+  // Through `deno task run`, so the task's permissions (network included) are the ones tested.
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", MAIN, "run", CONFIG, "--artifacts", artifacts],
+    args: ["task", "-q", "run", CONFIG, "--artifacts", artifacts],
+    cwd: ROOT,
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1", ...env },
