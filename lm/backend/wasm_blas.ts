@@ -1,16 +1,17 @@
 // Matrix products of the tfjs wasm backend in a native BLAS (lm/backend/blas.ts).
 //
 // Re-registers the wasm BatchMatMul and _FusedMatMul kernels (MatMul is BatchMatMul in
-// tfjs 4), and Sum over leading axes (a product with a row of ones), so that, while a
-// BLAS is switched on, every product (forward and backward, both transpose flags,
-// batched or shared operands) is one cblas_sgemm per batch entry on Float32Array views
-// of the operands' bytes in the wasm heap: no copies, and no explicit transposes, since
-// sgemm takes the flags. The views are made after the output is allocated and nothing
-// allocates during the calls, so the heap cannot move under the BLAS. Fused activations
-// are applied in place after the product (which also fixes tfjs-wasm 4.22's own
-// _FusedMatMul, wrong with a batched left operand and an activation other than linear).
-// Anything else (other dtypes, partial broadcasting, prelu) goes to the kernel
-// registered before (lm/backend/wasm_fast.ts's).
+// tfjs 4) so that, while a BLAS is switched on, every product (forward and backward,
+// both transpose flags, batched or shared operands) is one cblas_sgemm per batch entry
+// on Float32Array views of the operands' bytes in the wasm heap: no copies, and no
+// explicit transposes, since sgemm takes the flags. The views are made after the output
+// is allocated and nothing allocates during the calls, so the heap cannot move under
+// the BLAS. Fused activations are applied in place after the product (which also fixes
+// tfjs-wasm 4.22's own _FusedMatMul, wrong with a batched left operand and an
+// activation other than linear). Also re-registered: Sum over leading axes (a product
+// with a row of ones) and Identity (shares the data instead of copying it). Anything
+// else (other dtypes, partial broadcasting, prelu) goes to the kernel registered before
+// (lm/backend/wasm_fast.ts's).
 import * as tf from "@tensorflow/tfjs-core";
 import type { Blas } from "./blas.ts";
 
@@ -285,6 +286,21 @@ function blasSum(original: KernelFn, args: KernelArgs): Info {
   return out;
 }
 
+/**
+ * Identity (tf.clone; tf.customGrad clones every tensor it saves for the backward, the
+ * output head's (tokens x vocab) probabilities included) shares the data, as Reshape
+ * does, instead of copying it: tfjs kernels never write their inputs.
+ */
+function sharedIdentity(original: KernelFn, args: KernelArgs): Info {
+  const x = args.inputs.x as Info;
+  const be = args.backend as unknown as { incRef?: (dataId: object) => void };
+  if (!active || x.dtype === "string" || typeof be.incRef !== "function") {
+    return original(args) as Info;
+  }
+  be.incRef(x.dataId);
+  return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
+}
+
 function replace(name: string, fn: (original: KernelFn, args: KernelArgs) => Info): void {
   const config = tf.getKernel(name, "wasm");
   if (!config) throw new Error(`wasm backend has no ${name} kernel to replace`);
@@ -299,13 +315,14 @@ function replace(name: string, fn: (original: KernelFn, args: KernelArgs) => Inf
 }
 
 /**
- * Wrap the wasm BatchMatMul, _FusedMatMul and Sum kernels (once); they use the BLAS set
- * by useBlas, or the kernels they wrap when it is null.
+ * Wrap the wasm BatchMatMul, _FusedMatMul, Sum and Identity kernels (once); they use the
+ * BLAS set by useBlas, or the kernels they wrap when it is null.
  */
 export function installBlasKernels(): void {
   if (installed) return;
   replace("BatchMatMul", blasBatchMatMul);
   replace("_FusedMatMul", blasFusedMatMul);
   replace("Sum", blasSum);
+  replace("Identity", sharedIdentity);
   installed = true;
 }
