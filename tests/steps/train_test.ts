@@ -70,8 +70,8 @@ async function train(ctx: FakeContext, p: TrainParams): Promise<void> {
   await trainStep.run(ctx, p, { tokens: tokensInput });
 }
 
-async function newCtx(outDir?: string): Promise<FakeContext> {
-  return await fakeContext(trainStep, { backend: "cpu", seed: 3, outDir });
+async function newCtx(outDir?: string, backend = "cpu"): Promise<FakeContext> {
+  return await fakeContext(trainStep, { backend, seed: 3, outDir });
 }
 
 function hfNames(nLayer: number): string[] {
@@ -226,42 +226,45 @@ Deno.test("train: 8 accumulated micro-batches equal one batch 8x larger", async 
   }
 });
 
-Deno.test("train: a killed and resumed run ends bit-identical to an uninterrupted one", async () => {
-  const p = params({ steps: 10, save_every: 3, ema: {}, swa: { start: 0.3, every: 2 } });
-  const straight = await newCtx();
-  const killed = await newCtx();
-  let resumed: FakeContext | null = null;
-  try {
-    await train(straight, p);
-    const controller = new AbortController();
-    killed.signal = controller.signal;
-    const update = killed.progress.update;
-    killed.progress.update = (done, info) => {
-      update(done, info);
-      if (done === 8) controller.abort(); // after checkpoint 6, two steps are lost
-    };
-    await assert.rejects(train(killed, p), /cancelled at step 8/);
-    resumed = await newCtx(killed.outDir);
-    await train(resumed, p);
-    assert.ok(resumed.progressEvents.some((e) => e.includes("resuming at step 6")));
-    for (const series of ["original", "ema", "swa"]) {
-      const a = await readSeriesInfo(`${straight.outDir}/${series}`);
-      const b = await readSeriesInfo(`${resumed.outDir}/${series}`);
-      assert.deepEqual(b.checkpoints, a.checkpoints, series);
-      for (const c of a.checkpoints) {
-        const x = await Deno.readFile(`${straight.outDir}/${series}/${c.file}`);
-        const y = await Deno.readFile(`${resumed.outDir}/${series}/${c.file}`);
-        assert.ok(sameBytes(x, y), `${series} ${c.file} differs`);
+// wasm: with the native BLAS (lm/backend/blas.ts) where one is installed.
+for (const backend of ["cpu", "wasm"]) {
+  Deno.test(`train: a killed and resumed run ends bit-identical to an uninterrupted one (${backend})`, async () => {
+    const p = params({ steps: 10, save_every: 3, ema: {}, swa: { start: 0.3, every: 2 } });
+    const straight = await newCtx(undefined, backend);
+    const killed = await newCtx(undefined, backend);
+    let resumed: FakeContext | null = null;
+    try {
+      await train(straight, p);
+      const controller = new AbortController();
+      killed.signal = controller.signal;
+      const update = killed.progress.update;
+      killed.progress.update = (done, info) => {
+        update(done, info);
+        if (done === 8) controller.abort(); // after checkpoint 6, two steps are lost
+      };
+      await assert.rejects(train(killed, p), /cancelled at step 8/);
+      resumed = await newCtx(killed.outDir, backend);
+      await train(resumed, p);
+      assert.ok(resumed.progressEvents.some((e) => e.includes("resuming at step 6")));
+      for (const series of ["original", "ema", "swa"]) {
+        const a = await readSeriesInfo(`${straight.outDir}/${series}`);
+        const b = await readSeriesInfo(`${resumed.outDir}/${series}`);
+        assert.deepEqual(b.checkpoints, a.checkpoints, series);
+        for (const c of a.checkpoints) {
+          const x = await Deno.readFile(`${straight.outDir}/${series}/${c.file}`);
+          const y = await Deno.readFile(`${resumed.outDir}/${series}/${c.file}`);
+          assert.ok(sameBytes(x, y), `${series} ${c.file} differs`);
+        }
       }
+      const strip = (rows: Row[]) => rows.map((r) => [r.step, r.loss, r.lr, r.grad_norm]);
+      assert.deepEqual(strip(resumed.rows.train_log), strip(straight.rows.train_log));
+    } finally {
+      await straight.dispose();
+      await resumed?.dispose();
+      await killed.dispose();
     }
-    const strip = (rows: Row[]) => rows.map((r) => [r.step, r.loss, r.lr, r.grad_norm]);
-    assert.deepEqual(strip(resumed.rows.train_log), strip(straight.rows.train_log));
-  } finally {
-    await straight.dispose();
-    await resumed?.dispose();
-    await killed.dispose();
-  }
-});
+  });
+}
 
 Deno.test("train: a non-finite loss marks the run diverged and keeps its series", async () => {
   const ctx = await newCtx();
