@@ -12,6 +12,11 @@ export SLURM_CONF="$DIR/slurm.conf"
 
 if [ -f "$SLURM_CONF" ] && [ -f "$DIR/slurmctld.pid" ]; then
   scancel --full --quiet --user "$(id -un)" 2>/dev/null || true
+  # Let slurmd see its jobs' processes end before it stops.
+  for _ in $(seq 1 100); do
+    [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break
+    sleep 0.1
+  done
 fi
 
 stop() { # pid file, name
