@@ -42,8 +42,10 @@ export function withAttached<T>(
       await conn.run(`USE ${alias}`);
       return await work(conn, alias);
     } finally {
-      await conn.run("USE memory");
-      await conn.run(`DETACH ${alias}`);
+      // Detach even after a failed piece of work (a database DuckDB invalidated, e.g. when
+      // a checkpoint hit a full disk, still detaches), or the file stays attached.
+      await conn.run("USE memory").catch(() => {});
+      await conn.run(`DETACH ${alias}`).catch(() => {});
     }
   });
   serial = run.catch(() => {});

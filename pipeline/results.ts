@@ -18,7 +18,7 @@ import { withAttached } from "./duckdb.ts";
 import type { Row, TableSchema } from "./step.ts";
 import { withFileLock } from "./lock.ts";
 import { MANIFEST, type Manifest, ROWS_DIR } from "./store.ts";
-import { onDisk, UserError } from "./errors.ts";
+import { diskProblem, onDisk, UserError } from "./errors.ts";
 
 /** A failed execution of an instance (successful ones are read from manifests). */
 export interface RunRecord {
@@ -156,6 +156,9 @@ function sameStamp(a: Stamp, b: unknown): boolean {
     o.mtime_ms === a.mtime_ms && o.ino === a.ino;
 }
 
+/** DuckDB's words for a disk that refuses writes (not a damaged file). */
+const DISK_TROUBLE = /no space left|permission denied|read-only file system|quota exceeded/i;
+
 function errorText(e: unknown): string {
   return (e instanceof Error ? e.message : String(e)).split("\n")[0];
 }
@@ -215,7 +218,8 @@ export class ResultsDb {
   /** One copy of the database: attach it, run jobs while they keep coming, swap it in. */
   async #batch(first: Job[], all: Job[]): Promise<void> {
     await this.#removeStaleCopies();
-    const copy = `${this.root}/.results-${crypto.randomUUID()}.duckdb`;
+    let copy = `${this.root}/.results-${crypto.randomUUID()}.duckdb`;
+    const copies = [copy];
     try {
       let damage = await this.#copyCurrent(copy);
       let wrote = false;
@@ -253,9 +257,13 @@ export class ResultsDb {
         }
       };
       if (damage === null) {
+        // Only a file that cannot be attached or read is damage; an error in the work
+        // itself (a full disk while checkpointing) is the batch's error.
+        let opened = false;
         try {
           await withAttached(copy, async (conn) => {
             damage = await this.#check(conn);
+            opened = true;
             if (damage === null) {
               await this.#prepare(conn, false);
               await runBatch(conn);
@@ -264,14 +272,16 @@ export class ResultsDb {
             }
           });
         } catch (e) {
-          if (damage !== null) throw e;
-          damage = `cannot open it (${errorText(e)})`;
+          if (opened || DISK_TROUBLE.test(errorText(e)) || diskProblem(e)) throw e;
+          damage = `cannot be opened (${errorText(e)})`;
         }
       }
       if (damage !== null) {
         // Rebuilt from scratch: the cache's entries are reloaded as runs reach them.
         this.onNotice(`${this.path} ${damage}: rebuilding it from the cache`);
         await Deno.remove(copy).catch(() => {});
+        copy = `${this.root}/.results-${crypto.randomUUID()}.duckdb`;
+        copies.push(copy);
         await withAttached(copy, async (conn) => {
           await this.#prepare(conn, true);
           await runBatch(conn);
@@ -282,7 +292,9 @@ export class ResultsDb {
       if (wrote) await this.#swapIn(copy);
       for (const { job, value } of written) job.done.resolve(value);
     } finally {
-      for (const p of [copy, `${copy}.wal`]) await Deno.remove(p).catch(() => {});
+      for (const c of copies) {
+        for (const p of [c, `${c}.wal`]) await Deno.remove(p).catch(() => {});
+      }
     }
   }
 
