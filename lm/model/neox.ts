@@ -12,6 +12,7 @@
 // Hugging Face names; the buffers old Pythia files carry (attention.bias,
 // attention.masked_bias, attention.rotary_emb.inv_freq) are recognised and ignored.
 import * as tf from "@tensorflow/tfjs-core";
+import { rowScores } from "../backend/head_loss.ts";
 
 export interface NeoxConfig {
   arch: "gpt_neox";
@@ -326,6 +327,8 @@ export async function neoxScoreBatch(
           false,
           true,
         ); // (n, V)
+        const fast = rowScores(logits as tf.Tensor2D, y.subarray(start, start + n)); // wasm: one pass
+        if (fast) return [tf.tensor1d(fast.nll), tf.tensor1d(fast.argmax, "int32")];
         const flatIndex = new Int32Array(n);
         for (let i = 0; i < n; i++) flatIndex[i] = i * V + y[start + i];
         const target = tf.gather(tf.reshape(logits, [n * V]), tf.tensor1d(flatIndex, "int32"));
