@@ -99,13 +99,22 @@ async function stageFiles(
   access: HubAccess,
   log: (m: string) => void,
   signal: AbortSignal,
+  show: (info: string) => void = () => {},
 ): Promise<string> {
   const stage = `${outDir}/${WORK}/stage/${listing.revision}`;
   await Deno.mkdir(stage, { recursive: true });
+  const mb = (n: number) => (n / 1e6).toFixed(0);
   for (const file of files) {
+    let shown = 0;
+    const onBytes = (bytes: number) => {
+      if (bytes - shown < 8e6 && bytes < file.size) return; // a line every 8 MB
+      shown = bytes;
+      show(`${listing.revision} ${file.path} ${mb(bytes)}/${mb(file.size)} MB`);
+    };
     const blob = await fetchVerified(listing, file, `${outDir}/${WORK}/blobs`, access, {
       log,
       signal,
+      onBytes,
     });
     const dest = `${stage}/${file.path}`;
     await Deno.remove(dest).catch(() => {});
@@ -204,7 +213,8 @@ export const hubStep = defineStep({
           }...); left out of the series, not downloaded again`,
         );
       } else {
-        await stageFiles(listing, weightFiles, ctx.outDir, access, log, ctx.signal);
+        const show = (info: string) => ctx.progress.update(i, info);
+        await stageFiles(listing, weightFiles, ctx.outDir, access, log, ctx.signal, show);
         const dest = `${ctx.outDir}/${checkpointFileName(steps[i])}`;
         await writeCheckpoint(stage, format, entry, dest);
       }
