@@ -3,7 +3,12 @@
 // reference disagreement for different ones, spikes, zero-shot rows, flat memory.
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
-import { evaluateStep, largestRise } from "../../steps/evaluate.ts";
+import {
+  evaluateStep,
+  largestRise,
+  scoredCheckpoints,
+  windowsPerDomain,
+} from "../../steps/evaluate.ts";
 import { fakeContext } from "../helpers/fake_ctx.ts";
 import { fixture, STEPS, writeFixtureDirs } from "../fixtures/eval/fixture_dirs.ts";
 import type { InputRef } from "../../pipeline/step.ts";
@@ -157,4 +162,59 @@ Deno.test("largestRise finds the biggest single-checkpoint increase", () => {
     { step: 3, rise: 0.5 },
   );
   assert.equal(largestRise([{ step: 1, loss: 3 }]), null);
+});
+
+Deno.test("evaluate step: per-window losses, step_every, heldout_tokens", async () => {
+  const ctx = await fakeContext(evaluateStep, { backend: "cpu" });
+  const root = await Deno.makeTempDir({ prefix: "evaluate-windows-test-" });
+  try {
+    const { tokensDir, seriesDir } = await writeFixtureDirs(root);
+    const inputs = {
+      series: ref("train", seriesDir, "TRAINKEY"),
+      tokens: ref("tokenize", tokensDir, "TOK"),
+    };
+    const T = fixture.heldout.seq_len;
+    // 2 domains: 3 windows each hold at least 6·T tokens.
+    const params = evaluateStep.params.parse({
+      heldout_tokens: 6 * T - 1,
+      step_every: 200,
+      diversity: false,
+    });
+    await evaluateStep.run(ctx, params, inputs);
+    const all = ctx.rows.eval_loss.filter((r) => r.domain === "all");
+    assert.deepEqual(all.map((r) => r.step), [200], "only the checkpoint at a multiple of 200");
+    assert.equal(all[0].n_tokens, 6 * T);
+    const windows = ctx.rows.eval_windows;
+    assert.equal(windows.length, 6);
+    for (const domain of ["alpha", "beta"]) {
+      const mine = windows.filter((w) => w.domain === domain);
+      assert.deepEqual(mine.map((w) => w.window), [0, 1, 2]);
+      const domainLoss = ctx.rows.eval_loss.find((r) => r.domain === domain)!;
+      const mean = mine.reduce((s, w) => s + Number(w.loss), 0) / mine.length;
+      close(mean, Number(domainLoss.loss), 1e-9);
+      assert.ok(mine.every((w) => w.n_tokens === T && w.series_id === "TRAINKEY/original"));
+    }
+    await assert.rejects(
+      () =>
+        evaluateStep.run(
+          ctx,
+          evaluateStep.params.parse({ step_every: 7, diversity: false }),
+          inputs,
+        ),
+      /no checkpoint at a multiple of step_every 7/,
+    );
+  } finally {
+    await ctx.dispose();
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("windowsPerDomain and scoredCheckpoints", () => {
+  assert.equal(windowsPerDomain(32768, 4, 64), 128);
+  assert.equal(windowsPerDomain(32769, 4, 64), 129);
+  assert.equal(windowsPerDomain(10, 4, 64), 1);
+  const cks = [{ step: 300 }, { step: 100 }, { step: 200 }];
+  assert.deepEqual(scoredCheckpoints(cks).map((c) => c.step), [100, 200, 300]);
+  assert.deepEqual(scoredCheckpoints(cks, 100).map((c) => c.step), [100, 200, 300]);
+  assert.deepEqual(scoredCheckpoints(cks, 150).map((c) => c.step), [300]);
 });
