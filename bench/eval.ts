@@ -31,7 +31,7 @@ const BATCHES = 4; // batches per timed run
 await setBackend(backend as BackendName);
 const info = backendInfo();
 console.log(
-  `backend ${info.name} ${info.version} (${info.threads} thread(s)) · model ${cfg.n_layer}L w${cfg.n_embd} ${cfg.n_head}H T${T} vocab ${cfg.vocab_size} · batch ${B}x${T} · ${BATCHES} batches per run`,
+  `backend ${info.name} ${info.version} (${info.detail}) · model ${cfg.n_layer}L w${cfg.n_embd} ${cfg.n_head}H T${T} vocab ${cfg.vocab_size} · batch ${B}x${T} · ${BATCHES} batches per run`,
 );
 
 // The same fixed pseudo-random token batches for both measurements.
