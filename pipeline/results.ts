@@ -220,11 +220,12 @@ export class ResultsDb {
     await this.#removeStaleCopies();
     let copy = `${this.root}/.results-${crypto.randomUUID()}.duckdb`;
     const copies = [copy];
+    // Jobs are settled once their copy has replaced results.duckdb (a write is done
+    // then) and no copy is left behind, even by a process that exits right after.
+    const settled: (() => void)[] = [];
     try {
       let damage = await this.#copyCurrent(copy);
       let wrote = false;
-      // A write is done once the copy holding it has replaced results.duckdb.
-      const written: { job: Job; value: unknown }[] = [];
       const runBatch = async (conn: DuckDBConnection) => {
         const openedMs = Date.now();
         let batch = first;
@@ -234,17 +235,15 @@ export class ResultsDb {
           for (const job of batch) {
             try {
               const value = await job.work(conn);
-              if (job.writes) written.push({ job, value });
-              else job.done.resolve(value);
+              settled.push(() => job.done.resolve(value));
               wrote ||= job.writes;
             } catch (e) {
               await conn.run("ROLLBACK").catch(() => {});
-              job.done.reject(e);
+              settled.push(() => job.done.reject(e));
             }
           }
           batch = [];
-          // Only writes wait for company: a reader has its answer already, and a copy
-          // left open for nothing would outlive a process that exits now.
+          // Only writes wait for company: a batch of reads answers at once.
           const linger = wrote ? LINGER_MS : 0;
           const deadline = Math.min(Date.now() + linger, openedMs + MAX_HOLD_MS);
           while (!this.#queue.length && Date.now() < deadline) {
@@ -290,12 +289,12 @@ export class ResultsDb {
         wrote = true;
       }
       if (wrote) await this.#swapIn(copy);
-      for (const { job, value } of written) job.done.resolve(value);
     } finally {
       for (const c of copies) {
         for (const p of [c, `${c}.wal`]) await Deno.remove(p).catch(() => {});
       }
     }
+    for (const settle of settled) settle();
   }
 
   /** Copies left by a process killed mid-batch (only the lock holder has a live one). */
