@@ -12,6 +12,8 @@ import { lmcStep } from "./lmc.ts";
 import { plotStep } from "./plot.ts";
 import { intervalsStep } from "./intervals.ts";
 import { resultsStep } from "./results.ts";
+import { hubStep } from "./hub.ts";
+import { hfTokenizeStep } from "./hf_tokenize.ts";
 
 export const STEP_KINDS: StepKind[] = [
   corpusStep,
@@ -25,4 +27,6 @@ export const STEP_KINDS: StepKind[] = [
   plotStep,
   intervalsStep,
   resultsStep,
+  hubStep,
+  hfTokenizeStep,
 ] as StepKind[];
