@@ -47,18 +47,22 @@ function processStart(pid: number): string | null {
   }
 }
 
+/** Whether this system has a /proc to look processes up in (Linux); else heartbeats decide. */
+const HAS_PROC = (() => {
+  try {
+    Deno.statSync("/proc/self");
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
 function processAlive(pid: number): boolean {
   try {
     Deno.statSync(`/proc/${pid}`);
     return true;
   } catch {
-    // Without /proc (macOS) assume alive: the heartbeat decides.
-    try {
-      Deno.statSync("/proc/self");
-      return false;
-    } catch {
-      return true;
-    }
+    return false;
   }
 }
 
@@ -96,12 +100,15 @@ export async function staleReason(
     // Half-written (its creator died between create and write) or unreadable.
     return ageMs > 10_000 ? "unreadable owner" : null;
   }
-  if (owner.host === Deno.hostname()) {
+  if (owner.host === Deno.hostname() && HAS_PROC) {
+    // On this host the process table is the truth: alive means working, whatever the
+    // scheduler says of its job (a job marked NODE_FAIL may still be running here).
     if (!processAlive(owner.pid)) return `process ${owner.pid} on ${owner.host} is gone`;
     const start = processStart(owner.pid);
     if (owner.pidStart && start && start !== owner.pidStart) {
       return `process ${owner.pid} on ${owner.host} is gone (pid reused)`;
     }
+    return null;
   }
   if (owner.job && opts.jobAlive && (await opts.jobAlive(owner.job)) === false) {
     return `job ${owner.job} has ended`;

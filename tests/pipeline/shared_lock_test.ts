@@ -129,3 +129,23 @@ Deno.test("waiters in one process take turns", async () => {
   assert.equal(most, 1);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("on this host a live owner is waited for even when the scheduler says its job ended", async () => {
+  const { dir, path } = await tempLock();
+  // This very process stands for a job's process that Slurm marked NODE_FAIL.
+  await Deno.writeTextFile(ownerPath(path), JSON.stringify({ ...currentOwner(), job: "12" }));
+  const asked: string[] = [];
+  const t0 = Date.now();
+  const waiting = withSharedLock(path, () => Promise.resolve(Date.now()), {
+    maxPollMs: 20,
+    jobAlive: (job) => {
+      asked.push(job);
+      return Promise.resolve(false);
+    },
+  });
+  await new Promise((r) => setTimeout(r, 200));
+  await Deno.remove(ownerPath(path));
+  assert.ok((await waiting) - t0 >= 200, "took the lock from a live process");
+  assert.deepEqual(asked, []);
+  await Deno.remove(dir, { recursive: true });
+});

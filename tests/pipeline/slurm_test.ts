@@ -93,6 +93,19 @@ async function waitFor(
   }
 }
 
+/** Pids of `run-instance` processes (cluster jobs) whose command line has `text` (and job). */
+async function processesRunning(text: string, job?: string): Promise<string[]> {
+  const pids: string[] = [];
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    const cmd = await Deno.readTextFile(`/proc/${e.name}/cmdline`).catch(() => "");
+    if (!cmd.includes("run-instance") || !cmd.includes(text)) continue;
+    const env = job ? await Deno.readTextFile(`/proc/${e.name}/environ`).catch(() => "") : "";
+    if (!job || env.split("\0").includes(`SLURM_JOB_ID=${job}`)) pids.push(e.name);
+  }
+  return pids;
+}
+
 /** The log of the one job an artifacts folder's runs submitted. */
 async function jobLog(artifacts: string): Promise<string> {
   const logs = [...Deno.readDirSync(`${artifacts}/slurm/logs`)].filter((e) =>
@@ -148,6 +161,13 @@ async function cleanUp(cluster: Cluster, children: Child[]): Promise<void> {
   }
   const left = await liveJobs(cluster);
   if (left.length) await slurm(cluster, "scancel", left);
+}
+
+/** At the end, even after a failure: no job process of these tests may outlive them. */
+async function killStrays(work: string): Promise<string[]> {
+  const pids = await processesRunning(work);
+  for (const pid of pids) Deno.kill(Number(pid), "SIGKILL");
+  return pids;
 }
 
 const runArgs = (config: string, artifacts: string, executor: string) => [
@@ -286,6 +306,11 @@ Deno.test({
           () => Promise.resolve(/retry +nap: job \d+ NODE_FAIL/.test(child.output())),
           () => `scontrol: ${down}\n${child.output()}`,
         );
+        // A failed node takes its processes with it; here the node lives on, so the
+        // first job's process is killed by hand. The second job then takes over its
+        // lock (a dead process on this host) and resumes the work.
+        const first = child.output().match(/submitted nap: job (\d+)/)![1];
+        for (const pid of await processesRunning(config, first)) Deno.kill(Number(pid), "SIGKILL");
         await slurm(cluster, "scontrol", ["update", node, "state=resume"]);
         await waitFor("the second job to start", exists(marker), child.output);
         await Deno.writeTextFile(release, "go");
@@ -345,6 +370,12 @@ Deno.test({
             await Deno.readTextFile(await jobLog(`${work}/cancel`)),
             /SIGTERM: stopping/,
           );
+          await waitFor(
+            "the cancelled job's process to exit",
+            async () => (await processesRunning(config)).length === 0,
+            () => "still running",
+            10_000,
+          );
         } finally {
           await cleanUp(cluster, children);
         }
@@ -353,7 +384,9 @@ Deno.test({
   } finally {
     await cleanUp(cluster, children);
     const down = await script("down.sh", [cluster.dir]);
+    const strays = await killStrays(work);
     await Deno.remove(work, { recursive: true }).catch(() => {});
     assert.equal(down.code, 0, down.text);
+    assert.deepEqual(strays, [], "job processes outlived the cluster");
   }
 });
