@@ -316,8 +316,6 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
       section: config.executor,
       pipeline,
       store,
-      backend,
-      seed,
       // The jobs read the pipeline as this run did: same file, overrides, backend, seeds.
       cliArgs: [
         ...(values.set ?? []).flatMap((s) => ["--set", s]),

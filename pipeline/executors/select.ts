@@ -29,8 +29,6 @@ export function chooseExecutor(opts: {
   section: unknown;
   pipeline: ExpandedPipeline;
   store: Store;
-  backend: string;
-  seed: number;
   /** Arguments the jobs' `run-instance` needs to read the same pipeline (`--set`, `--seed` ...). */
   cliArgs?: string[];
   /** The module that has the `run-instance` command (default: this process's main module). */
