@@ -234,7 +234,7 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
     if (command === "gc") {
       const report = await collectGarbage({
         store: new Store(artifacts),
-        results: new ResultsDb(artifacts),
+        results: new ResultsDb(artifacts, { kinds: opts.kinds }),
         kinds: opts.kinds,
         configsDir,
         backendVersion: backendIdentity,
@@ -284,7 +284,7 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
     const common = {
       pipeline,
       store,
-      results: new ResultsDb(artifacts),
+      results: new ResultsDb(artifacts, { kinds: opts.kinds }),
       backend,
       backendVersion: backendIdentity,
       seed,

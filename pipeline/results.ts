@@ -1,7 +1,8 @@
 // The results store, `<artifacts>/results.duckdb`: a derived view of the cache. Every
 // row comes from a cache entry (its `_rows/<table>.jsonl` and, for `runs`, its manifest)
 // or from the log of failed executions (`cache/.failures.jsonl`), so the file can be
-// deleted or found damaged and is rebuilt: entries are reloaded as runs reach them.
+// deleted or found damaged and is rebuilt: from every entry at once when the step
+// kinds are known (the command line passes them), else as runs reach the entries.
 //
 // Readers never block a run: work is done on a private copy of the file
 // (`.results-<uuid>.duckdb` beside it), which is then renamed over `results.duckdb`
@@ -13,119 +14,27 @@
 // Damage is detected: after each swap the file's size, mtime and inode are stamped in
 // `.results.stamp.json`; a file that does not match its stamp is scanned in full (every
 // block checksummed) and, when unreadable or of an older layout, rebuilt from the cache.
-import { type DuckDBConnection, timestampValue } from "@duckdb/node-api";
+import type { DuckDBConnection } from "@duckdb/node-api";
 import { withAttached } from "./duckdb.ts";
-import type { Row, TableSchema } from "./step.ts";
+import type { TableSchema } from "./step.ts";
 import { withFileLock } from "./lock.ts";
-import { MANIFEST, type Manifest, ROWS_DIR } from "./store.ts";
+import { MANIFEST } from "./store.ts";
+import {
+  insertRun,
+  LOADED_DDL,
+  loadEntry,
+  META_DDL,
+  quoteIdent,
+  readFailures,
+  type RunRecord,
+  RUNS_DDL,
+} from "./results_rows.ts";
 import { diskProblem, onDisk, UserError } from "./errors.ts";
 
-/** A failed execution of an instance (successful ones are read from manifests). */
-export interface RunRecord {
-  key: string;
-  step_kind: string;
-  node: string;
-  params: Record<string, unknown>;
-  status: "ok" | "failed";
-  started: Date;
-  duration_s: number;
-  error: string | null;
-}
+export { quoteIdent, readRowFiles, type RunRecord } from "./results_rows.ts";
 
 /** Bumped when the engine's own tables change shape: an older file is rebuilt. */
 const LAYOUT_VERSION = 2;
-const RUN_COLUMNS = [
-  "key",
-  "step_kind",
-  "node",
-  "params",
-  "status",
-  "started",
-  "duration_s",
-  "error",
-  "host",
-] as const;
-const RUNS_DDL = `CREATE TABLE IF NOT EXISTS runs (
-  key VARCHAR, step_kind VARCHAR, node VARCHAR, params JSON, status VARCHAR,
-  started TIMESTAMP, duration_s DOUBLE, error VARCHAR, host VARCHAR)`;
-const LOADED_DDL = `CREATE TABLE IF NOT EXISTS loaded_instances (key VARCHAR, loaded TIMESTAMP)`;
-const META_DDL = `CREATE TABLE IF NOT EXISTS results_layout (version INTEGER)`;
-
-export function quoteIdent(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
-}
-
-/** Append one JS value to a column of the given DuckDB type. */
-function appendTyped(
-  appender: Awaited<ReturnType<DuckDBConnection["createAppender"]>>,
-  type: string,
-  value: unknown,
-): void {
-  if (value === null || value === undefined) return appender.appendNull();
-  switch (type) {
-    case "INTEGER":
-      return appender.appendInteger(Number(value));
-    case "BIGINT":
-      return appender.appendBigInt(BigInt(Math.round(Number(value))));
-    case "DOUBLE":
-      return appender.appendDouble(Number(value));
-    case "BOOLEAN":
-      return appender.appendBoolean(Boolean(value));
-    case "TIMESTAMP": {
-      const ms = value instanceof Date ? value.getTime() : Date.parse(String(value));
-      return appender.appendTimestamp(timestampValue(BigInt(Math.round(ms)) * 1000n));
-    }
-    case "JSON":
-      return appender.appendVarchar(typeof value === "string" ? value : JSON.stringify(value));
-    default:
-      return appender.appendVarchar(typeof value === "string" ? value : JSON.stringify(value));
-  }
-}
-
-async function tableColumns(
-  conn: DuckDBConnection,
-  table: string,
-): Promise<{ name: string; type: string }[]> {
-  const reader = await conn.runAndReadAll(
-    `SELECT column_name, data_type FROM information_schema.columns
-     WHERE table_name = $1 AND table_catalog = current_database() ORDER BY ordinal_position`,
-    [table],
-  );
-  return reader.getRowObjectsJson().map((r) => ({
-    name: String(r.column_name),
-    type: String(r.data_type),
-  }));
-}
-
-/** Create the table (instance_key first) or add columns the schema gained since. */
-async function ensureTable(conn: DuckDBConnection, table: string, schema: TableSchema) {
-  const cols = Object.entries(schema).map(([c, t]) => `${quoteIdent(c)} ${t}`);
-  await conn.run(
-    `CREATE TABLE IF NOT EXISTS ${quoteIdent(table)} (instance_key VARCHAR, ${cols.join(", ")})`,
-  );
-  const have = new Set((await tableColumns(conn, table)).map((c) => c.name));
-  for (const [c, t] of Object.entries(schema)) {
-    if (!have.has(c)) {
-      await conn.run(`ALTER TABLE ${quoteIdent(table)} ADD COLUMN ${quoteIdent(c)} ${t}`);
-    }
-  }
-}
-
-/** Read `<dir>/<table>.jsonl` files written by RowWriter. */
-export async function readRowFiles(dir: string): Promise<Record<string, Row[]>> {
-  const out: Record<string, Row[]> = {};
-  try {
-    for await (const e of Deno.readDir(dir)) {
-      if (!e.isFile || !e.name.endsWith(".jsonl")) continue;
-      const text = await Deno.readTextFile(`${dir}/${e.name}`);
-      out[e.name.slice(0, -".jsonl".length)] = text.split("\n").filter((l) => l.trim())
-        .map((l) => JSON.parse(l));
-    }
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  return out;
-}
 
 /** How long an open database waits for more work, and the most it stays open. */
 const LINGER_MS = 50;
@@ -175,7 +84,21 @@ export class ResultsDb {
   #queue: Job[] = [];
   #flushing: Promise<void> | null = null;
 
-  constructor(artifactsRoot: string) {
+  /** Results tables of each step kind, to rebuild a new database from every entry. */
+  readonly tablesOf?: (stepKind: string) => Record<string, TableSchema> | undefined;
+
+  /**
+   * `kinds` (the step kinds' tables, by name) lets a new or rebuilt database be filled
+   * from every cache entry at once; without it, entries are loaded as runs reach them.
+   */
+  constructor(
+    artifactsRoot: string,
+    opts: { kinds?: readonly { name: string; tables?: Record<string, TableSchema> }[] } = {},
+  ) {
+    if (opts.kinds) {
+      const byName = new Map(opts.kinds.map((k) => [k.name, k.tables ?? {}]));
+      this.tablesOf = (name) => byName.get(name);
+    }
     this.root = artifactsRoot;
     this.path = `${artifactsRoot}/results.duckdb`;
     this.lockPath = `${artifactsRoot}/.results.lock`;
@@ -264,7 +187,7 @@ export class ResultsDb {
             damage = await this.#check(conn);
             opened = true;
             if (damage === null) {
-              await this.#prepare(conn, false);
+              wrote = await this.#prepare(conn, false);
               await runBatch(conn);
               // Everything into the file itself (no .wal beside it) before it is swapped in.
               await conn.run("CHECKPOINT");
@@ -357,8 +280,12 @@ export class ResultsDb {
     return null;
   }
 
-  /** The engine's own tables; a fresh database also gets the logged failures. */
-  async #prepare(conn: DuckDBConnection, fresh: boolean): Promise<void> {
+  /**
+   * The engine's own tables; a new database is also filled (logged failures, every
+   * entry when the kinds are known). Returns whether it was new (then it must be
+   * swapped in, even by a batch of reads).
+   */
+  async #prepare(conn: DuckDBConnection, fresh: boolean): Promise<boolean> {
     await conn.run(META_DDL);
     const have = (await conn.runAndReadAll("SELECT count(*)::INTEGER AS n FROM results_layout"))
       .getRowObjectsJson()[0].n;
@@ -370,6 +297,42 @@ export class ResultsDb {
     await conn.run(LOADED_DDL);
     if (fresh) {
       for (const run of await readFailures(this.failuresPath)) await insertRun(conn, run);
+      if (this.tablesOf) await this.#loadAll(conn, this.tablesOf);
+    }
+    return fresh;
+  }
+
+  /**
+   * Every committed entry into a new database (a deleted, damaged or outdated file is
+   * rebuilt whole, not only as runs reach its entries). Entries whose manifest cannot be
+   * read are left out: a run rebuilds them.
+   */
+  async #loadAll(
+    conn: DuckDBConnection,
+    tablesOf: (stepKind: string) => Record<string, TableSchema> | undefined,
+  ): Promise<void> {
+    const cache = `${this.root}/cache`;
+    let names: string[] = [];
+    try {
+      for await (const e of Deno.readDir(cache)) {
+        if (e.isDirectory && !e.name.startsWith(".")) names.push(e.name);
+      }
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    names = names.sort();
+    for (const key of names) {
+      let step: unknown;
+      try {
+        step = JSON.parse(await Deno.readTextFile(`${cache}/${key}/${MANIFEST}`)).step;
+      } catch {
+        continue;
+      }
+      try {
+        await loadEntry(conn, key, tablesOf(String(step)) ?? {}, `${cache}/${key}`);
+      } catch {
+        await conn.run("ROLLBACK").catch(() => {});
+      }
     }
   }
 
@@ -411,34 +374,7 @@ export class ResultsDb {
     tables: Record<string, TableSchema>,
     entryDir: string,
   ): Promise<void> {
-    return this.withConnection(async (conn) => {
-      const manifest = JSON.parse(
-        await Deno.readTextFile(`${entryDir}/${MANIFEST}`),
-      ) as Manifest;
-      const rows = await readRowFiles(`${entryDir}/${ROWS_DIR}`);
-      await conn.run("BEGIN TRANSACTION");
-      for (const [table, schema] of Object.entries(tables)) {
-        await ensureTable(conn, table, schema);
-        await conn.run(`DELETE FROM ${quoteIdent(table)} WHERE instance_key = $1`, [key]);
-        const tableRows = rows[table] ?? [];
-        if (tableRows.length === 0) continue;
-        const columns = await tableColumns(conn, table);
-        const appender = await conn.createAppender(table);
-        for (const row of tableRows) {
-          for (const col of columns) {
-            appendTyped(appender, col.type, col.name === "instance_key" ? key : row[col.name]);
-          }
-          appender.endRow();
-        }
-        appender.flushSync();
-        appender.closeSync();
-      }
-      await conn.run("DELETE FROM loaded_instances WHERE key = $1", [key]);
-      await conn.run("INSERT INTO loaded_instances VALUES ($1, now()::TIMESTAMP)", [key]);
-      await conn.run("DELETE FROM runs WHERE key = $1 AND status = 'ok'", [key]);
-      await insertRun(conn, runOfManifest(manifest), manifest.host);
-      await conn.run("COMMIT");
-    });
+    return this.withConnection((conn) => loadEntry(conn, key, tables, entryDir));
   }
 
   /** Record an execution that produced no entry (a failure), in the log and the database. */
@@ -479,58 +415,4 @@ export class ResultsDb {
       }
     });
   }
-}
-
-/** The `runs` row of a committed entry. */
-function runOfManifest(m: Manifest): RunRecord {
-  return {
-    key: m.key,
-    step_kind: m.step,
-    node: m.node,
-    params: m.params,
-    status: "ok",
-    started: new Date(m.started),
-    duration_s: m.duration_s,
-    error: null,
-  };
-}
-
-async function readFailures(path: string): Promise<(RunRecord & { host?: string })[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
-  }
-  const out: (RunRecord & { host?: string })[] = [];
-  for (const line of text.split("\n")) {
-    if (!line.trim()) continue;
-    try {
-      const r = JSON.parse(line);
-      out.push({ ...r, started: new Date(r.started) });
-    } catch {
-      // a line cut short by a crash
-    }
-  }
-  return out;
-}
-
-async function insertRun(
-  conn: DuckDBConnection,
-  run: RunRecord & { host?: string },
-  host = run.host ?? Deno.hostname(),
-): Promise<void> {
-  const placeholders = RUN_COLUMNS.map((_, i) => `$${i + 1}`).join(", ");
-  await conn.run(`INSERT INTO runs (${RUN_COLUMNS.join(", ")}) VALUES (${placeholders})`, [
-    run.key,
-    run.step_kind,
-    run.node,
-    JSON.stringify(run.params),
-    run.status,
-    run.started.toISOString().replace("T", " ").replace("Z", ""),
-    run.duration_s,
-    run.error,
-    host,
-  ]);
 }
