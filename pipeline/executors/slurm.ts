@@ -269,7 +269,20 @@ export class SlurmExecutor implements ClusterExecutor {
     return null;
   }
 
+  /**
+   * Submit (or join) the instance's job and wait for its end. A refused submission
+   * (a bad partition, no sbatch) fails this instance with sbatch's own words; the
+   * run's other instances go on.
+   */
   async build(req: ClusterBuild): Promise<ClusterResult> {
+    try {
+      return await this.#build(req);
+    } catch (e) {
+      return { status: "failed", error: (e as Error).message, job: null };
+    }
+  }
+
+  async #build(req: ClusterBuild): Promise<ClusterResult> {
     const { reporter, signal, instance } = req;
     const retries = this.#o.settings.retries;
     this.#warn = (message) => reporter.line(`warning: ${message}`);

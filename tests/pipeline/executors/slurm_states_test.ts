@@ -27,7 +27,8 @@ async function fakeSlurm(dir: string): Promise<void> {
   await Deno.mkdir(bin, { recursive: true });
   const scripts: Record<string, string> = {
     // Job 101; writes its log (the --output path with %j) like a job that ran.
-    sbatch: `for a in "$@"; do case "$a" in --output=*) out="\${a#--output=}";; esac; done
+    sbatch: `[ -f "$FAKE/sbatch-error" ] && { cat "$FAKE/sbatch-error" >&2; exit 1; }
+for a in "$@"; do case "$a" in --output=*) out="\${a#--output=}";; esac; done
 cat > "$FAKE/script"; log="\${out//%j/101}"
 printf 'start\\nstep 2 of 9\\nslurmstepd: error: *** JOB 101 CANCELLED DUE TO TIME LIMIT ***\\n' > "$log"
 echo 101`,
@@ -44,9 +45,15 @@ echo "JobId=$id JobState=$st Reason=$reason ExitCode=0:9 NodeList=$node"`,
   }
 }
 
-async function build(state: string | null, exitCode: string | null, manifestJob?: string) {
+async function build(
+  state: string | null,
+  exitCode: string | null,
+  manifestJob?: string,
+  sbatchError?: string,
+) {
   const dir = await Deno.makeTempDir({ prefix: "slurm-states-" });
   await fakeSlurm(dir);
+  if (sbatchError) await Deno.writeTextFile(`${dir}/sbatch-error`, sbatchError);
   if (state !== null) await Deno.writeTextFile(`${dir}/state`, state);
   const store = new Store(`${dir}/art`);
   await store.init();
@@ -108,7 +115,7 @@ async function build(state: string | null, exitCode: string | null, manifestJob?
       signal: new AbortController().signal,
     });
     const result = await pending;
-    const script = await Deno.readTextFile(`${dir}/script`);
+    const script = await Deno.readTextFile(`${dir}/script`).catch(() => "");
     return { result, lines, script, dir };
   } finally {
     Deno.env.set("PATH", path!);
@@ -165,5 +172,22 @@ Deno.test("a forgotten job with no exit file at all is UNKNOWN, not a success", 
     result.error,
     /^job 101 UNKNOWN, left the queue: no accounting and no exit file; log /,
   );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a refused submission fails the instance with sbatch's words", async () => {
+  const { result, lines, dir } = await build(
+    null,
+    null,
+    undefined,
+    "sbatch: error: invalid partition specified: gpux\n",
+  );
+  assert.equal(result.status, "failed");
+  assert.ok("error" in result);
+  assert.equal(
+    result.error,
+    "sbatch refused the job: sbatch: error: invalid partition specified: gpux",
+  );
+  assert.deepEqual(lines, []);
   await Deno.remove(dir, { recursive: true });
 });
