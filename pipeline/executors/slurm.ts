@@ -13,7 +13,7 @@
 // the job's state, exit code and the tail of its log. Ctrl-C cancels the submitted jobs.
 import type { ClusterBuild, ClusterExecutor, ClusterResult } from "../executor.ts";
 import type { Manifest, ManifestJob, Store } from "../store.ts";
-import { withSharedLock } from "../shared_lock.ts";
+import { lockHolder, withSharedLock } from "../shared_lock.ts";
 import {
   jobDetails,
   type JobStatus,
@@ -186,6 +186,39 @@ export class SlurmExecutor implements ClusterExecutor {
     });
   }
 
+  /**
+   * When another process (a local run, or a job not recorded here) holds the key's
+   * lock, wait for it instead of queueing a job that would only wait for the lock too;
+   * its entry, once committed, is this instance's (`cached`).
+   */
+  async #otherBuilder(req: ClusterBuild): Promise<ClusterResult | null> {
+    const lock = this.#o.store.lockPath(req.key);
+    const opts = { jobAlive: slurmJobAlive };
+    let holder = await lockHolder(lock, opts);
+    if (!holder) return null;
+    const record = await this.#readRecord(req.key);
+    if (record && holder.job === record.job) return null; // joined, with its job id
+    req.reporter.line(
+      `waiting   ${req.instance.label}: being built by ${holder.host} pid ${holder.pid}` +
+        (holder.job ? ` (job ${holder.job})` : ""),
+    );
+    while (holder) {
+      if (req.signal.aborted) {
+        return { status: "cancelled", error: "cancelled (interrupted)", job: null };
+      }
+      await new Promise((r) => setTimeout(r, this.#o.settings.pollMs));
+      holder = await lockHolder(lock, opts);
+    }
+    const manifest = await this.#o.store.readManifest(req.key);
+    if (!manifest) return null; // it failed there: build it here
+    return {
+      status: "cached",
+      manifest,
+      job: manifest.job ?? null,
+      detail: "built by another run",
+    };
+  }
+
   /** One squeue (then sacct) for every watched job; tells each watcher its state. */
   async #pollOnce(): Promise<void> {
     const ids = [...this.#watchers.keys()];
@@ -290,6 +323,8 @@ export class SlurmExecutor implements ClusterExecutor {
       if (signal.aborted) {
         return { status: "cancelled", error: "cancelled (interrupted)", job: null };
       }
+      const other = attempt === 0 && !req.forced ? await this.#otherBuilder(req) : null;
+      if (other) return other;
       const { record, owned } = await this.#submitOrJoin(req);
       const id = record.job;
       reporter.line(

@@ -324,6 +324,34 @@ Deno.test({
       }
     });
 
+    await t.step("an instance a local run is building is waited for, not submitted", async () => {
+      const marker = `${work}/lw-marker`;
+      const release = `${work}/lw-release`;
+      const config = await toy(
+        "localwait",
+        `  nap: { kind: sleep, params: { marker: ${marker}, release: ${release} } }\n`,
+      );
+      const art = `${work}/localwait`;
+      try {
+        const local = spawn(cluster, TOY_MAIN, runArgs(config, art, "local"), children);
+        await waitFor("the local step to start", exists(marker), local.output);
+        const remote = spawn(cluster, TOY_MAIN, runArgs(config, art, "slurm"), children);
+        await waitFor(
+          "the Slurm run to wait",
+          () => Promise.resolve(/waiting +nap: being built by \S+ pid \d+/.test(remote.output())),
+          remote.output,
+        );
+        assert.deepEqual(await liveJobs(cluster), []);
+        await Deno.writeTextFile(release, "go");
+        assert.equal(await local.done(), 0, local.output());
+        assert.equal(await remote.done(), 0, remote.output());
+        assert.match(remote.output(), /0 ran, 1 cached, 0 failed/);
+        assert.doesNotMatch(remote.output(), /submitted/);
+      } finally {
+        await cleanUp(cluster, children);
+      }
+    });
+
     await t.step(
       "a second run joins the running job; Ctrl-C cancels its jobs, none left",
       async () => {
