@@ -6,7 +6,10 @@
 //
 //   deno run --allow-all bench/train.ts [--backend wasm|cpu|webgpu] [--preset cpu-small]
 //       [--vocab 8192] [--seq 128] [--tokens 4096] [--steps 5] [--threads 1,2]
-//       [--no-torch] [--no-profile]
+//       [--no-torch] [--no-profile] [--plain]
+//
+// --plain also times plain wasm (the BLAS switched off in the same process, its products
+// on XNNPACK as before the BLAS) on 1 thread, alternating with the BLAS steps.
 //
 // Threads: the wasm backend's matrix products run in the native BLAS (lm/backend/blas.ts),
 // whose thread count is set per measurement; the rest of the wasm graph runs on one
@@ -16,7 +19,7 @@
 // torch reports.
 import * as tf from "@tensorflow/tfjs-core";
 import { backendInfo, type BackendName, setBackend } from "../lm/backend/backend.ts";
-import { activeBlas } from "../lm/backend/wasm_blas.ts";
+import { activeBlas, useBlas } from "../lm/backend/wasm_blas.ts";
 import { initWeights, meanLoss, modelConfig, trainableNames } from "../lm/model/gpt.ts";
 
 const PYTHON = "/usr/bin/python3";
@@ -31,6 +34,7 @@ interface Args {
   threads: number[];
   torch: boolean;
   profile: boolean;
+  plain: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -45,6 +49,7 @@ function parseArgs(argv: string[]): Args {
     threads: cores > 1 ? [1, cores] : [1],
     torch: true,
     profile: true,
+    plain: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
@@ -66,6 +71,7 @@ function parseArgs(argv: string[]): Args {
       }
     } else if (flag === "--no-torch") args.torch = false;
     else if (flag === "--no-profile") args.profile = false;
+    else if (flag === "--plain") args.plain = true;
     else throw new Error(`bench/train: unknown flag ${flag}`);
   }
   if (args.tokens % args.seq !== 0) {
@@ -312,10 +318,21 @@ async function main(): Promise<void> {
       if (torch) await torch.ask(`threads ${threads}`);
       await tfjs.step(); // warm-up: kernel set-up, optimizer slots, BLAS buffers
       if (torch) await torch.ask("step");
-      const mine: number[] = [], theirs: number[] = [];
+      const withPlain = a.plain && blas !== null && threads === 1;
+      if (withPlain) {
+        useBlas(null);
+        await tfjs.step(); // warm-up of the wasm kernels
+        useBlas(blas);
+      }
+      const mine: number[] = [], theirs: number[] = [], plain: number[] = [];
       for (let i = 0; i < a.steps; i++) {
         mine.push(await tfjs.step());
         if (torch) theirs.push((await torch.ask("step")).seconds as number);
+        if (withPlain) {
+          useBlas(null);
+          plain.push(await tfjs.step());
+          useBlas(blas);
+        }
       }
       const m = stats(mine);
       const label = `${threads} thread(s)`;
@@ -324,6 +341,17 @@ async function main(): Promise<void> {
         `  tfjs-${be.name}: step min ${m.min.toFixed(3)} s, median ${m.median.toFixed(3)} s -> ` +
           `${rate(a.tokens, m.min)} tok/s (best), ${rate(a.tokens, m.median)} tok/s (median)`,
       );
+      if (withPlain) {
+        const p = stats(plain);
+        console.log(
+          `  plain wasm (no BLAS): step min ${p.min.toFixed(3)} s, median ${
+            p.median.toFixed(3)
+          } s -> ${rate(a.tokens, p.min)} tok/s (best), ${rate(a.tokens, p.median)} tok/s ` +
+            `(median); BLAS / plain: ${(p.min / m.min).toFixed(2)} (best), ${
+              (p.median / m.median).toFixed(2)
+            } (median)`,
+        );
+      }
       if (torch) {
         const t = stats(theirs);
         console.log(
