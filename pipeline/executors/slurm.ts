@@ -6,11 +6,14 @@
 //
 // Under `<artifacts>/slurm/`: `jobs/<key>.json` records the job last submitted for a
 // key (a rerun, or a second coordinator, joins a job still queued or running instead of
-// submitting another), `logs/<node>-<key>-<jobid>.log` is the job's output, and
+// submitting another), `jobs/<key>.inputs.json` the keys of its inputs as built here
+// (the job keys only itself), `logs/<node>-<key>-<jobid>.log` is the job's output, and
 // `.exit` beside it the command's exit code (what is left when slurmctld has forgotten
-// the job and there is no accounting). Machine failures (NODE_FAIL, BOOT_FAIL,
-// PREEMPTED) are resubmitted up to `retries` times; other failures are reported with
-// the job's state, exit code and the tail of its log. Ctrl-C cancels the submitted jobs.
+// the job and there is no accounting). An instance another process is building under
+// its key's lock (a local run) is waited for, not submitted. Machine failures
+// (NODE_FAIL, BOOT_FAIL, PREEMPTED) are resubmitted up to `retries` times; other
+// failures are reported with the job's state, exit code and the tail of its log.
+// Ctrl-C cancels the jobs this run submitted.
 import type { ClusterBuild, ClusterExecutor, ClusterResult } from "../executor.ts";
 import type { Manifest, ManifestJob, Store } from "../store.ts";
 import { lockHolder, withSharedLock } from "../shared_lock.ts";
