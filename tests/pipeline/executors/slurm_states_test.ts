@@ -116,15 +116,16 @@ async function build(
     });
     const result = await pending;
     const script = await Deno.readTextFile(`${dir}/script`).catch(() => "");
-    return { result, lines, script, dir };
+    return { result, lines, script };
   } finally {
     Deno.env.set("PATH", path!);
     Deno.env.delete("FAKE");
+    await Deno.remove(dir, { recursive: true });
   }
 }
 
 Deno.test("TIMEOUT: the state, exit code, reason and the log's tail; no retry", async () => {
-  const { result, lines, script, dir } = await build("101|TIMEOUT|n7|TimeLimit\n", null);
+  const { result, lines, script } = await build("101|TIMEOUT|n7|TimeLimit\n", null);
   assert.equal(result.status, "failed");
   assert.ok("error" in result);
   assert.match(
@@ -137,46 +138,41 @@ Deno.test("TIMEOUT: the state, exit code, reason and the log's tail; no retry", 
   );
   assert.deepEqual(lines, ["submitted w: job 101"]);
   assert.match(script, /run-instance .*--key ababab/);
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("OUT_OF_MEMORY is reported as such", async () => {
-  const { result, dir } = await build("101|OUT_OF_MEMORY|n2|OutOfMemory\n", null);
+  const { result } = await build("101|OUT_OF_MEMORY|n2|OutOfMemory\n", null);
   assert.ok("error" in result);
   assert.match(result.error, /^job 101 OUT_OF_MEMORY on n2 \(exit 0:9\), OutOfMemory; log /);
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("a forgotten job without accounting: its exit file says 0, the entry is its", async () => {
-  const { result, dir } = await build(null, "0", "101");
+  const { result } = await build(null, "0", "101");
   assert.equal(result.status, "ok");
   assert.equal(result.job?.id, "101");
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("a forgotten job without accounting: exit file 1 is FAILED with the log's tail", async () => {
-  const { result, dir } = await build(null, "1");
+  const { result } = await build(null, "1");
   assert.ok("error" in result);
   assert.match(
     result.error,
     /^job 101 FAILED \(exit 1:0\), left the queue; log .*\n {4}\| start\n/,
   );
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("a forgotten job with no exit file at all is UNKNOWN, not a success", async () => {
-  const { result, dir } = await build(null, null);
+  const { result } = await build(null, null);
   assert.equal(result.status, "failed");
   assert.ok("error" in result);
   assert.match(
     result.error,
     /^job 101 UNKNOWN, left the queue: no accounting and no exit file; log /,
   );
-  await Deno.remove(dir, { recursive: true });
 });
 
 Deno.test("a refused submission fails the instance with sbatch's words", async () => {
-  const { result, lines, dir } = await build(
+  const { result, lines } = await build(
     null,
     null,
     undefined,
@@ -189,5 +185,4 @@ Deno.test("a refused submission fails the instance with sbatch's words", async (
     "sbatch refused the job: sbatch: error: invalid partition specified: gpux",
   );
   assert.deepEqual(lines, []);
-  await Deno.remove(dir, { recursive: true });
 });
