@@ -88,6 +88,9 @@ Deno.test("each kind of damage is named; a copied entry is rehashed and restampe
   ];
   for (const [what, harm, expected] of cases) {
     const { store, dir } = await storeWithEntry();
+    // Stamps hold mtimes in milliseconds: an edit within the commit's millisecond would
+    // look untouched (a limit of the cheap check, not met by real edits).
+    await new Promise((r) => setTimeout(r, 5));
     await harm(dir, store);
     const found = await store.inspect(KEY);
     if (expected === "ok") {
