@@ -370,16 +370,27 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
 /** What main.ts hands the command line beyond the step kinds. */
 export type CliEnvironment = Pick<CliOptions, "backendIdentity" | "backends" | "defaultBackend">;
 
-/** Entry for main.ts: Ctrl-C cancels the run cleanly; a second one exits at once. */
+/**
+ * Entry for main.ts: Ctrl-C cancels the run cleanly; a second one exits at once.
+ * SIGTERM and SIGHUP (a scheduler ending the coordinator's own job, a closed terminal)
+ * cancel the same way, so the Slurm jobs this run submitted are cancelled too.
+ */
 export async function cliMain(kinds: StepKind[], env: CliEnvironment = {}) {
   const controller = new AbortController();
-  const onInterrupt = () => {
-    if (controller.signal.aborted) Deno.exit(130);
-    console.error("\ninterrupted: stopping running steps (Ctrl-C again to quit at once)");
-    controller.abort();
-  };
-  Deno.addSignalListener("SIGINT", onInterrupt);
+  const signals: Deno.Signal[] = Deno.build.os === "windows"
+    ? ["SIGINT"]
+    : ["SIGINT", "SIGTERM", "SIGHUP"];
+  const listeners = signals.map((signal) => {
+    const onSignal = () => {
+      if (controller.signal.aborted) Deno.exit(130);
+      const again = signal === "SIGINT" ? " (Ctrl-C again to quit at once)" : "";
+      console.error(`\ninterrupted by ${signal}: stopping running steps${again}`);
+      controller.abort();
+    };
+    Deno.addSignalListener(signal, onSignal);
+    return () => Deno.removeSignalListener(signal, onSignal);
+  });
   const code = await main(Deno.args, { kinds, ...env, signal: controller.signal });
-  Deno.removeSignalListener("SIGINT", onInterrupt);
+  for (const remove of listeners) remove();
   Deno.exit(code);
 }

@@ -122,3 +122,24 @@ Deno.test("the command line prints one-paragraph errors without a stack and exit
   }
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("SIGTERM mid-step cancels like Ctrl-C: exit 130, no entry, the next run completes", async () => {
+  const dir = await tempDir();
+  const art = `${dir}/art`;
+  const config = await writeConfig(
+    dir,
+    "sleepy.yaml",
+    TOY_YAML +
+      `  nap: { kind: sleep, params: { marker: ${dir}/marker, release: ${dir}/release } }\n`,
+  );
+  const child = toyCommand(["run", config, "--artifacts", art]).spawn();
+  await waitForFile(`${dir}/marker`, 30_000);
+  child.kill("SIGTERM");
+  const out = await child.output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.equal(out.code, 130, stderr);
+  assert.match(stderr, /interrupted by SIGTERM/);
+  await Deno.writeTextFile(`${dir}/release`, "go");
+  const next = await toyCommand(["run", config, "--artifacts", art]).output();
+  assert.equal(next.code, 0, new TextDecoder().decode(next.stderr));
+});
