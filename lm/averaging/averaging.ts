@@ -2,7 +2,7 @@
 // the linear interpolation behind the linear-mode-connectivity figure.
 //
 // Everything streams: one accumulator the size of the model plus one tensor being read
-// (a fresh window: 2 MiB per member, its members summed chunk by chunk in one pass).
+// (a fresh window: 4 MiB per member, its members summed chunk by chunk in one pass).
 // Consecutive LAWA windows reuse the accumulated sum (add the newest members, subtract
 // the ones that left) with an exact recompute every `recomputeEvery` windows so rounding
 // error cannot build up. Every float dtype (F32, F64, F16, BF16) is
@@ -267,7 +267,7 @@ async function openAndCheck(
 // The accumulator: one float array per float tensor of the model.
 
 /** Bytes of one member's chunk in Accumulator.sumOf: it and the sum stay in cache. */
-const SUM_CHUNK_BYTES = 1 << 20;
+const SUM_CHUNK_BYTES = 1 << 21;
 
 /** Read exactly `into.length` bytes at `position` of an open file. */
 async function readAt(file: Deno.FsFile, position: number, into: Uint8Array, path: string) {
@@ -588,11 +588,17 @@ export function typicalSpacing(steps: number[]): number {
   return best;
 }
 
-/** A series label such as "LAWA k=5 ν=2", "EMA α=0.1", "SWA from step 3000". */
+/**
+ * A series label such as "LAWA k=5 ν=2", "LAWA k=5 ν=1000 from step 21000", "EMA α=0.1",
+ * "SWA from step 3000". A LAWA start is named so that two grids over the same revisions
+ * (Pythia's Fig. 5 setting and its ablation) never share a label.
+ */
 export function seriesLabel(
   opts: Pick<AverageOptions, "method" | "k" | "nu" | "alpha" | "start">,
 ): string {
-  if (opts.method === "lawa") return `LAWA k=${opts.k} ν=${opts.nu}`;
+  if (opts.method === "lawa") {
+    return `LAWA k=${opts.k} ν=${opts.nu}` + (opts.start > 0 ? ` from step ${opts.start}` : "");
+  }
   if (opts.method === "ema") return `EMA α=${opts.alpha}`;
   return opts.start > 0 ? `SWA from step ${opts.start}` : "SWA";
 }

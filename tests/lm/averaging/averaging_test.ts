@@ -182,6 +182,10 @@ Deno.test("checkpoint spacing and labels", () => {
   assert.equal(typicalSpacing([5, 10, 30, 50]), 20);
   assert.equal(typicalSpacing([7]), 1);
   assert.equal(seriesLabel({ method: "lawa", k: 5, nu: 2, alpha: 0.1, start: 0 }), "LAWA k=5 ν=2");
+  assert.equal(
+    seriesLabel({ method: "lawa", k: 5, nu: 1000, alpha: 0.1, start: 21000 }),
+    "LAWA k=5 ν=1000 from step 21000",
+  );
   assert.equal(seriesLabel({ method: "ema", k: 5, nu: 2, alpha: 0.1, start: 0 }), "EMA α=0.1");
   assert.equal(
     seriesLabel({ method: "swa", k: 5, nu: 2, alpha: 0.1, start: 300 }),
