@@ -14,6 +14,11 @@
 //   target logits are a gather and the one-hot a scatter (no dense one-hot, and
 //   float32 tf.oneHot is wrong on wasm);
 // - GELU: one fused derivative instead of a tape of eight elementwise ops.
+//
+// Shape legend (used in the comments below):
+//   B  batch (sequences per micro-batch)     T  time (tokens per sequence, <= block_size)
+//   C  channels (n_embd)                     nh heads (n_head), hs = C / nh per head
+//   V  vocabulary (vocab_size)               N  = B*T rows when time is flattened
 import * as tf from "@tensorflow/tfjs-core";
 import { fusedHeadLossAvailable, headLoss } from "../backend/head_loss.ts";
 

@@ -11,6 +11,9 @@
 // `embed_in`. Linear weights are torch's (out, in). Weights are a flat record keyed by
 // Hugging Face names; the buffers old Pythia files carry (attention.bias,
 // attention.masked_bias, attention.rotary_emb.inv_freq) are recognised and ignored.
+//
+// Shape legend: B batch, T time (tokens), C channels (hidden_size), nh heads, hs = C / nh
+// per head, R = rotary_pct * hs rotated dims, F intermediate_size, V vocabulary.
 import * as tf from "@tensorflow/tfjs-core";
 import { rowScores } from "../backend/head_loss.ts";
 
