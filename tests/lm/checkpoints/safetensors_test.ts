@@ -1,7 +1,14 @@
 // Tests of the safetensors reader/writer against files and values produced by numpy/torch
 // (tests/fixtures/averaging/generate.py), and of every malformed-file error.
 import assert from "node:assert/strict";
-import { decodeToF32, encodeFloats, readSafetensorsF32, readSafetensorsHeader, SafetensorsReader, writeSafetensors } from "../../../lm/checkpoints/safetensors.ts";
+import {
+  decodeToF32,
+  encodeFloats,
+  readSafetensorsF32,
+  readSafetensorsHeader,
+  SafetensorsReader,
+  writeSafetensors,
+} from "../../../lm/checkpoints/safetensors.ts";
 import { CheckpointReader } from "../../../lm/checkpoints/sharded.ts";
 
 const FIXTURE = new URL("../../fixtures/averaging/", import.meta.url).pathname;
