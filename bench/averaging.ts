@@ -5,7 +5,8 @@
 //   2. peak RSS of `deno task average` for k=2 vs k=10 in subprocesses (goal: equal
 //      within 10%, since memory must not grow with k).
 // Usage: deno run --allow-all bench/averaging.ts [--params N] [--repeats R]
-import { averageCheckpoints, type CheckpointRef } from "../lm/averaging/averaging.ts";
+import { averageCheckpoints } from "../lm/averaging/averaging.ts";
+import { type CheckpointRef } from "../lm/averaging/plan.ts";
 import { SafetensorsWriter } from "../lm/checkpoints/safetensors.ts";
 
 const args = Deno.args;

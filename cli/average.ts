@@ -2,15 +2,15 @@
 // checkpoints (a series folder of this project, or Hugging Face style checkpoints,
 // sharded or not). Everything is validated before anything is written, and the output
 // folder appears only when complete (written next to it, then renamed).
+import { averageCheckpoints } from "../lm/averaging/averaging.ts";
 import {
-  averageCheckpoints,
   type AverageOptions,
   type CheckpointRef,
   DEFAULT_AVERAGE_OPTIONS,
   methodParams,
   seriesLabel,
   typicalSpacing,
-} from "../lm/averaging/averaging.ts";
+} from "../lm/averaging/plan.ts";
 import {
   CheckpointReader,
   INDEX_SUFFIX,

@@ -7,12 +7,8 @@
 // checkpoint (EMA decay 0.9 is alpha 0.1).
 import { z } from "zod";
 import { defineStep, type InputRef } from "../pipeline/step.ts";
-import {
-  averageCheckpoints,
-  methodParams,
-  seriesLabel,
-  typicalSpacing,
-} from "../lm/averaging/averaging.ts";
+import { averageCheckpoints } from "../lm/averaging/averaging.ts";
+import { methodParams, seriesLabel, typicalSpacing } from "../lm/averaging/plan.ts";
 import { listSeries, type SeriesInfo, writeSeriesInfo } from "../lm/checkpoints/series.ts";
 
 export const AverageParams = z.object({

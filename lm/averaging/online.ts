@@ -9,15 +9,14 @@
 // `averageCheckpoints` over its k members (float64 accumulation, output in the
 // members' dtype). So the online series equals averaging the saved checkpoints with
 // the `average` step, up to the rounding of the final float cast.
+import { averageCheckpoints, type AveragedCheckpoint } from "./averaging.ts";
 import {
-  averageCheckpoints,
-  type AveragedCheckpoint,
   type AverageOptions,
   type CheckpointRef,
   methodParams,
   planLawa,
   seriesLabel,
-} from "./averaging.ts";
+} from "./plan.ts";
 import type { SeriesInfo } from "../checkpoints/series.ts";
 
 /** Online LAWA in the `average` step's terms: nu, interval and start are training steps. */

@@ -6,7 +6,7 @@
 // says whether a run takes hours or months.
 import type { BackendInfo } from "../backend/backend.ts";
 import { type GPTConfig, parameterShapes, trainableNames } from "../model/gpt.ts";
-import { planLawa } from "../averaging/averaging.ts";
+import { planLawa } from "../averaging/plan.ts";
 import { isKeptStep } from "../checkpoints/train_disk.ts";
 import { type CheckpointDtype, checkpointDtypeBytes } from "../checkpoints/training_state.ts";
 

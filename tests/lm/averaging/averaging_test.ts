@@ -2,17 +2,16 @@
 // numpy/torch (tests/fixtures/averaging/generate.py), plus the window membership rule,
 // the incremental window, and every rejected input.
 import assert from "node:assert/strict";
+import { averageCheckpoints, normalizeTensorName } from "../../../lm/averaging/averaging.ts";
 import {
-  averageCheckpoints,
   type AverageOptions,
   type CheckpointRef,
-  interpolate,
-  normalizeTensorName,
   planEmaSwa,
   planLawa,
   seriesLabel,
   typicalSpacing,
-} from "../../../lm/averaging/averaging.ts";
+} from "../../../lm/averaging/plan.ts";
+import { interpolate } from "../../../lm/averaging/interpolate.ts";
 import {
   readSafetensorsF32,
   SafetensorsReader,

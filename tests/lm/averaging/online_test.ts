@@ -3,7 +3,7 @@
 // errors for ν or an interval off the checkpoint grid.
 import assert from "node:assert/strict";
 import { OnlineLawa } from "../../../lm/averaging/online.ts";
-import { planLawa } from "../../../lm/averaging/averaging.ts";
+import { planLawa } from "../../../lm/averaging/plan.ts";
 
 Deno.test("a checkpoint is needed while a window on the grid that ends later holds it", () => {
   // save_every 10, k 3, ν 20, a window every 20 steps from step 30: 30, 50, 70, 90.
