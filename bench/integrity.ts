@@ -26,12 +26,13 @@ try {
     await db.withConnection((c) =>
       c.run(`CREATE TABLE big AS SELECT range AS i, random() AS x FROM range(${rows})`)
     );
+    await db.flush();
     const mib = (await Deno.stat(db.path)).size / 2 ** 20;
     let n = 0;
-    const swapped = await timeIt(
-      5,
-      () => db.withConnection((c) => c.run(`INSERT INTO big VALUES (${--n}, 0)`)),
-    );
+    const swapped = await timeIt(5, async () => {
+      await db.withConnection((c) => c.run(`INSERT INTO big VALUES (${--n}, 0)`));
+      await db.flush(); // until the copy has replaced the file
+    });
     const inPlace = await timeIt(5, () =>
       withAttached(db.path, async (c) => {
         await c.run(`INSERT INTO big VALUES (${--n}, 0)`);

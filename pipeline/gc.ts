@@ -153,7 +153,10 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
       }
     }
   }
-  if (forgotten.length) await opts.results.forgetInstances(forgotten);
+  if (forgotten.length) {
+    await opts.results.forgetInstances(forgotten);
+    await opts.results.flush();
+  }
   if (!opts.dryRun) {
     const left = new Set(await store.listKeys());
     for await (const e of Deno.readDir(store.stampsDir)) {

@@ -83,6 +83,7 @@ export class ResultsDb {
   onNotice: (message: string) => void = (m) => console.error(`warning: ${m}`);
   #queue: Job[] = [];
   #flushing: Promise<void> | null = null;
+  #failure: Error | null = null;
 
   /** Results tables of each step kind, to rebuild a new database from every entry. */
   readonly tablesOf?: (stepKind: string) => Record<string, TableSchema> | undefined;
@@ -133,6 +134,8 @@ export class ResultsDb {
           `${this.path}: ${errorText(e)}`,
         );
         for (const job of all) job.done.reject(error);
+        // Writes answered before the copy failed to land are lost: flush() says so.
+        if (all.some((job) => job.writes)) this.#failure ??= error;
       }
     }
     this.#flushing = null;
@@ -143,9 +146,6 @@ export class ResultsDb {
     await this.#removeStaleCopies();
     let copy = `${this.root}/.results-${crypto.randomUUID()}.duckdb`;
     const copies = [copy];
-    // Jobs are settled once their copy has replaced results.duckdb (a write is done
-    // then) and no copy is left behind, even by a process that exits right after.
-    const settled: (() => void)[] = [];
     try {
       let damage = await this.#copyCurrent(copy);
       let wrote = false;
@@ -158,15 +158,15 @@ export class ResultsDb {
           for (const job of batch) {
             try {
               const value = await job.work(conn);
-              settled.push(() => job.done.resolve(value));
+              job.done.resolve(value);
               wrote ||= job.writes;
             } catch (e) {
               await conn.run("ROLLBACK").catch(() => {});
-              settled.push(() => job.done.reject(e));
+              job.done.reject(e);
             }
           }
           batch = [];
-          // Only writes wait for company: a batch of reads answers at once.
+          // Only writes wait for company: a batch of reads is over at once.
           const linger = wrote ? LINGER_MS : 0;
           const deadline = Math.min(Date.now() + linger, openedMs + MAX_HOLD_MS);
           while (!this.#queue.length && Date.now() < deadline) {
@@ -217,7 +217,6 @@ export class ResultsDb {
         for (const p of [c, `${c}.wal`]) await Deno.remove(p).catch(() => {});
       }
     }
-    for (const settle of settled) settle();
   }
 
   /** Copies left by a process killed mid-batch (only the lock holder has a live one). */
@@ -355,6 +354,19 @@ export class ResultsDb {
     const tmp = `${this.stampPath}.${crypto.randomUUID().slice(0, 8)}`;
     await Deno.writeTextFile(tmp, JSON.stringify(stamp) + "\n");
     await Deno.rename(tmp, this.stampPath);
+  }
+
+  /**
+   * Wait until every write made so far is in results.duckdb. A write's promise settles
+   * as soon as its work is done in the batch's copy, so that work arriving meanwhile
+   * joins the same copy; a run calls this before it ends. Throws when a batch's copy
+   * could not replace the file (its writes are then reloaded by the next run).
+   */
+  async flush(): Promise<void> {
+    while (this.#flushing) await this.#flushing;
+    const failure = this.#failure;
+    this.#failure = null;
+    if (failure) throw failure;
   }
 
   /** Keys of the cache entries whose rows are in the database. */

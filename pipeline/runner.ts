@@ -360,6 +360,8 @@ export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
 
   for (const instance of pipeline.instances) outcomes.set(instance.id, settle(instance));
   const all = await Promise.all(pipeline.instances.map((i) => outcomes.get(i.id)!));
+  // Every row written is in results.duckdb before the run ends.
+  if (!opts.dryRun) await results.flush();
   return {
     outcomes: all,
     executed: all.filter((o) => o.status === "ok").length,

@@ -10,6 +10,7 @@ Deno.test("a write replaces the file whole: no .wal beside it, and its stamp mat
   const art = await tempDir();
   const db = new ResultsDb(art);
   await db.withConnection((c) => c.run("CREATE TABLE t AS SELECT 1 AS x"));
+  await db.flush();
   const names = [...Deno.readDirSync(art)].map((e) => e.name).sort();
   assert.deepEqual(names, [".results.lock", ".results.stamp.json", "results.duckdb"]);
   const stamp = JSON.parse(await Deno.readTextFile(`${art}/.results.stamp.json`));
