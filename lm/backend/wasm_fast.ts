@@ -4,7 +4,8 @@
 // when neither transpose flag is set and the batch is 1; anything else (every matmul
 // gradient, the tied output head, attention's per-head products) falls to a naive
 // single-threaded loop that is 5-30x slower. Its Transpose kernel is slow too (about
-// 65 ns per number for attention's head split). This module re-registers both:
+// 65 ns per number for attention's head split). This module re-registers both (and
+// Unpack along a leading axis, as block copies):
 //
 // - Transpose is done in JavaScript directly on the wasm heap: axes that stay
 //   neighbours are merged, runs that stay contiguous are block copies
@@ -332,7 +333,39 @@ function fastBatchMatMul(original: KernelFn, args: KernelArgs): Info {
   return out;
 }
 
-function replace(name: string, fn: (original: KernelFn, args: KernelArgs) => Info): void {
+/**
+ * Unpack (tf.unstack) along an axis with nothing before it, such as attention's q, k, v
+ * split: every output is one contiguous block of the input, copied with copyWithin.
+ * tfjs-wasm 4.22 slices each output through its general Slice kernel instead.
+ */
+function fastUnpack(original: KernelFn, args: KernelArgs): Info[] {
+  const be = asWasm(args.backend);
+  const value = args.inputs.value as Info;
+  const rank = value.shape.length;
+  const raw = (args.attrs as { axis: number }).axis;
+  const axis = raw < 0 ? raw + rank : raw;
+  if (
+    !be || (value.dtype !== "float32" && value.dtype !== "int32") ||
+    product(value.shape.slice(0, axis)) !== 1
+  ) {
+    return original(args) as Info[];
+  }
+  const outShape = value.shape.filter((_, i) => i !== axis);
+  const inner = product(outShape);
+  const outs = Array.from(
+    { length: value.shape[axis] },
+    () => be.makeOutput(outShape, value.dtype),
+  );
+  const heap = heap32(be); // after the allocations, which may grow the heap
+  const src = offsetOf(be, value) / 4;
+  outs.forEach((out, i) => {
+    const dst = offsetOf(be, out) / 4;
+    heap.copyWithin(dst, src + i * inner, src + (i + 1) * inner);
+  });
+  return outs;
+}
+
+function replace(name: string, fn: (original: KernelFn, args: KernelArgs) => Info | Info[]): void {
   const config = tf.getKernel(name, "wasm");
   if (!config) throw new Error(`wasm backend has no ${name} kernel to replace`);
   const original = config.kernelFunc as KernelFn;
@@ -353,5 +386,6 @@ export function installFastWasmMatMul(): void {
   }
   replace("BatchMatMul", fastBatchMatMul);
   replace("Transpose", fastTranspose);
+  if (tf.getKernel("Unpack", "wasm")) replace("Unpack", fastUnpack);
   installed = true;
 }

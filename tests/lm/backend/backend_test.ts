@@ -151,3 +151,25 @@ Deno.test("wasm Transpose equals cpu for float32 and int32", async () => {
     }
   }
 });
+
+Deno.test("wasm Unpack equals cpu (leading axis: block copies; others: tfjs's kernel)", async () => {
+  const cases: { shape: number[]; axis: number; dtype: "float32" | "int32" }[] = [
+    { shape: [3, 4, 5, 2], axis: 0, dtype: "float32" }, // attention's q, k, v split
+    { shape: [1, 3, 4], axis: 1, dtype: "int32" }, // only size-1 axes before it
+    { shape: [2, 3, 4], axis: -1, dtype: "float32" }, // innermost: tfjs's kernel
+    { shape: [2, 3, 4], axis: 1, dtype: "float32" },
+  ];
+  const results: Record<string, number[][][]> = { cpu: [], wasm: [] };
+  for (const backend of ["cpu", "wasm"] as const) {
+    await setBackend(backend, { quiet: true });
+    for (const [i, c] of cases.entries()) {
+      const raw = values(c.shape.reduce((p, q) => p * q), 50 + i);
+      const data = c.dtype === "int32" ? Int32Array.from(raw, (v) => Math.round(v * 1e6)) : raw;
+      const x = tf.tensor(data, c.shape, c.dtype);
+      const parts = tf.unstack(x, c.axis);
+      results[backend].push(await Promise.all(parts.map(async (p) => Array.from(await p.data()))));
+      tf.dispose([x, ...parts]);
+    }
+  }
+  assert.deepEqual(results.wasm, results.cpu);
+});
