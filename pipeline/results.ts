@@ -9,7 +9,8 @@
 // (copy, attach, write, detach, fsync, rename). A DuckDB client holding the file open
 // keeps reading the snapshot it opened; nothing waits for it. Writers of this project
 // take turns under a global file lock (`<artifacts>/.results.lock`); work that piles up
-// while waiting is done in one copy (a batch).
+// while waiting is done in one copy (a batch). A write answers once it is done in the
+// copy; `flush()` waits until the copy has replaced the file (a run ends with it).
 //
 // Damage is detected: after each swap the file's size, mtime and inode are stamped in
 // `.results.stamp.json`; a file that does not match its stamp is scanned in full (every
