@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { type FakeContext, fakeContext } from "../helpers/fake_ctx.ts";
-import { resolveTrainParams, type TrainParams, trainParams, trainStep } from "../../steps/train.ts";
+import { trainStep } from "../../steps/train.ts";
+import { resolveTrainParams, type TrainParams, trainParams } from "../../lm/train/params.ts";
 import { lrAt, swaLrAt } from "../../lm/train/schedule.ts";
 import { readSafetensorsF32 } from "../../lm/checkpoints/safetensors.ts";
 import { readSeriesInfo } from "../../lm/checkpoints/series.ts";

@@ -24,7 +24,8 @@ import {
   weightsFromArrays,
 } from "../../../lm/model/gpt.ts";
 import { accumulateGradients, AdamW } from "../../../lm/train/optim.ts";
-import { trainParams, trainStep } from "../../../steps/train.ts";
+import { trainStep } from "../../../steps/train.ts";
+import { trainParams } from "../../../lm/train/params.ts";
 import { writeTokens } from "../../../lm/data/windows.ts";
 import { fakeContext } from "../../helpers/fake_ctx.ts";
 import { requireWebgpu, skipWebgpu } from "../../helpers/webgpu.ts";

@@ -5,7 +5,8 @@
 // train manifest records tokens/s, and the estimate reads it.
 import assert from "node:assert/strict";
 import { fakeContext } from "../../helpers/fake_ctx.ts";
-import { trainParams, trainStep } from "../../../steps/train.ts";
+import { trainStep } from "../../../steps/train.ts";
+import { trainParams } from "../../../lm/train/params.ts";
 import { averageStep } from "../../../steps/average.ts";
 import { readSafetensorsF32, readSafetensorsHeader } from "../../../lm/checkpoints/safetensors.ts";
 import { readSeriesInfo } from "../../../lm/checkpoints/series.ts";
