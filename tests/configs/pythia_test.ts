@@ -73,7 +73,7 @@ Deno.test("pythia (tiny): hub revisions -> LAWA/EMA/SWA -> evaluate -> figures, 
       )).map((r) => Number(r.step));
     assert.deepEqual(await steps("original"), [1000, 2000, 3000, 5000, 6000]);
     // k=2, ν=1K from 2K: the window at 5K needs the left-out 4K and is skipped.
-    assert.deepEqual(await steps("lawa", "LAWA k=2 ν=1000"), [2000, 3000, 6000]);
+    assert.deepEqual(await steps("lawa", "LAWA k=2 ν=1000 from step 2000"), [2000, 3000, 6000]);
     assert.deepEqual(await steps("ema"), [2000, 3000, 5000, 6000]);
     const dup = await db.query(
       `SELECT series_id, step, domain, count(*) AS n FROM eval_loss GROUP BY ALL HAVING count(*) <> 1`,
