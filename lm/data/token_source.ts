@@ -12,7 +12,7 @@
 // val-<domain>.bin), so train and evaluate read it unchanged, and lm/data/windows.ts
 // reads windows from it by positioned reads.
 import { encodeGpt2, GPT2_EOT_ID, GPT2_VOCAB_SIZE } from "./tokenizer.ts";
-import { dtypeFor, type TokenDtype, tokenFileName, type TokenMeta } from "./windows.ts";
+import { dtypeFor, tokenCount, type TokenDtype, tokenFileName, type TokenMeta } from "./windows.ts";
 
 /** Appends ids to a token file through a fixed buffer (never the whole file in memory). */
 export class TokenWriter {
@@ -190,19 +190,9 @@ export async function linkTokenFiles(
       `tokens: vocab_size ${source.vocab_size} does not fit uint16: use dtype uint32`,
     );
   }
-  const width = dtype === "uint16" ? 2 : 4;
   const counts: Record<string, number> = {};
   const link = async (split: string, path: string) => {
-    let size: number;
-    try {
-      size = (await Deno.stat(path)).size;
-    } catch {
-      throw new Error(`tokens: file not found: ${path}`);
-    }
-    if (size % width !== 0) {
-      throw new Error(`tokens: ${path} has ${size} bytes, not a whole number of ${dtype} ids`);
-    }
-    counts[split] = size / width;
+    counts[split] = await tokenCount(path, dtype);
     const absolute = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
     await Deno.symlink(absolute, `${outDir}/${tokenFileName(split)}`);
   };

@@ -80,6 +80,21 @@ function decodeIds(bytes: Uint8Array, dtype: TokenDtype, out: Int32Array): void 
   }
 }
 
+/** Number of ids in a token file; one clear error when it is missing or cut mid-id. */
+export async function tokenCount(path: string, dtype: TokenDtype): Promise<number> {
+  const width = dtype === "uint16" ? 2 : 4;
+  let size: number;
+  try {
+    size = (await Deno.stat(path)).size;
+  } catch {
+    throw new Error(`tokens: file not found: ${path}`);
+  }
+  if (size % width !== 0) {
+    throw new Error(`tokens: ${path} has ${size} bytes, not a whole number of ${dtype} ids`);
+  }
+  return size / width;
+}
+
 /**
  * Open a token file. `opts.inMemoryLimitBytes` (default 64 MiB): files up to this size
  * are read whole, larger ones window by window through a file handle.
@@ -90,16 +105,8 @@ export async function openTokens(
   opts: { inMemoryLimitBytes?: number } = {},
 ): Promise<TokenFile> {
   const width = dtype === "uint16" ? 2 : 4;
-  let size: number;
-  try {
-    size = (await Deno.stat(path)).size;
-  } catch {
-    throw new Error(`tokens: file not found: ${path}`);
-  }
-  if (size % width !== 0) {
-    throw new Error(`tokens: ${path} has ${size} bytes, not a whole number of ${dtype} tokens`);
-  }
-  const length = size / width;
+  const length = await tokenCount(path, dtype);
+  const size = length * width;
   const check = (start: number, count: number) => {
     if (!Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 0) {
       throw new Error(`tokens: bad read(${start}, ${count}) of ${path}`);
