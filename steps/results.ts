@@ -374,7 +374,7 @@ export const resultsStep = defineStep({
         "gap",
         "lower",
         "upper",
-      ], { instanceKeys: keys, orderBy: ["preset", "steps_total", "lr", "label"] }),
+      ], { instanceKeys: keys, orderBy: ["preset", "steps_total", "lr", "method", "k", "nu"] }),
     );
     const pooled = new Set(
       meanRows.filter((r) => r.seed === null).map((r) =>
@@ -400,8 +400,12 @@ export const resultsStep = defineStep({
         selectSql(EVAL_LOSS, ["n_tokens"], { instanceKeys: keys, equals: { domain: "all" } })
       })`,
     );
-    const originals = [...pools.values()].filter((p) => p.meta.method === "original");
+    const allOriginals = [...pools.values()].filter((p) => p.meta.method === "original");
+    const originals = allOriginals.filter(inCell);
     const t = trainOf(originals[0]?.meta ?? series[0]);
+    const shapes = new Set(
+      allOriginals.map((p) => `${trainOf(p.meta).preset}|${trainOf(p.meta).steps}`),
+    );
     const lrs = [...new Set(originals.map((p) => p.meta.lr))].sort((a, b) => (b ?? 0) - (a ?? 0));
     const seeds = [...new Set(series.map((s) => s.seed).filter((s) => s !== null))] as number[];
     const doc: ResultsDoc = {
@@ -409,13 +413,17 @@ export const resultsStep = defineStep({
       config: `configs/${params.pipeline}.yaml`,
       seeds: seeds.sort((a, b) => a - b),
       commit: await gitCommit(),
-      setup: `Setup: model ${t.preset ?? "?"}, ${t.steps ?? "?"} steps of ${
-        t.batch_tokens ?? "?"
-      } tokens, peak LR ${lrs.join(" and ")}; ${
+      setup: `${shapes.size > 1 ? "Claims on one cell of the grid: " : "Setup: "}model ${
+        t.preset ?? "?"
+      }, ${t.steps ?? "?"} steps of ${t.batch_tokens ?? "?"} tokens, peak LR ${
+        lrs.join(" and ")
+      }; ${
         Number(tokenRows[0]?.lo ?? 0).toLocaleString("en-US")
       } held-out tokens per evaluated checkpoint (summed over domains); claims quote LAWA k=${params.headline.k} ν=${params.headline.nu} steps and average the evaluated steps from ${
         Math.round(params.mean_from * 100)
-      }% of the run on.`,
+      }% of the run on.${
+        shapes.size > 1 ? " The second table covers every cell of the grid." : ""
+      }`,
       claims,
       series: seriesTable,
     };
