@@ -1,10 +1,18 @@
 // The `hub` step: revisions of a Hugging Face model repo (Pythia's `step{N}` branches)
 // as a checkpoint series in the cache, which the average, evaluate and plot steps take
 // like a training run's. Each revision's config.json and weights are downloaded with
-// @huggingface/hub (lm/hub/download.ts: resumable, size and hash checked, HF_ENDPOINT,
-// HF_TOKEN and an existing Hugging Face cache honoured) and written as one safetensors
-// file per step (lm/hub/revisions.ts); tokenizer.json and config.json of the first
-// revision sit at the top of the output for the hf_tokenize step and for users.
+// @huggingface/hub (lm/hub/download.ts: resumable, size and hash checked, HF_ENDPOINT
+// and HF_TOKEN honoured) and written as one safetensors file per step
+// (lm/hub/revisions.ts); tokenizer.json and config.json of the first revision sit at the
+// top of the output for the hf_tokenize step and for users.
+//
+// Downloads are kept in the Hugging Face cache (lm/hub/hf_cache.ts; HF_HUB_CACHE, else
+// HF_HOME/hub, else ~/.cache/huggingface/hub, created when missing), not in this step's
+// cache entry: another revision list or range is another instance of this step, and it
+// fetches only the revisions the cache lacks; offline, the cache serves what it holds.
+// Every file taken from there is size and hash checked like a download. With
+// LAWA_HF_CACHE=off (or a cache folder that cannot be written) the files stay in this
+// step's work folder and are removed as each revision is written.
 //
 // Identical weights across revisions (some Pythia branches hold the same files) are
 // detected from the hub's sha256 etags and reported; only the first revision with those
@@ -25,6 +33,7 @@ import {
   remoteFile,
   type RevisionListing,
 } from "../lm/hub/download.ts";
+import { addToSnapshot, blobPath, prepareHfCache } from "../lm/hub/hf_cache.ts";
 import {
   chooseWeights,
   selectRevisions,
@@ -91,17 +100,29 @@ async function describe(
   return out;
 }
 
-/** Download (verified) files of a revision into `stage/` under their own names. */
+/** Where a revision's files are gathered under their own names. */
+function stageOf(outDir: string, revision: string): string {
+  return `${outDir}/${WORK}/stage/${revision}`;
+}
+
+/** Bytes of a run's files that came over the network, and those found already verified. */
+interface Tally {
+  downloaded: number;
+  reused: number;
+}
+
+/** Fetch (verified) files of a revision into its stage folder under their own names. */
 async function stageFiles(
   listing: RevisionListing,
   files: RemoteFile[],
   outDir: string,
   access: HubAccess,
+  tally: Tally,
   log: (m: string) => void,
   signal: AbortSignal,
   show: (info: string) => void = () => {},
-): Promise<string> {
-  const stage = `${outDir}/${WORK}/stage/${listing.revision}`;
+): Promise<void> {
+  const stage = stageOf(outDir, listing.revision);
   await Deno.mkdir(stage, { recursive: true });
   const mb = (n: number) => (n / 1e6).toFixed(0);
   for (const file of files) {
@@ -111,16 +132,28 @@ async function stageFiles(
       shown = bytes;
       show(`${listing.revision} ${file.path} ${mb(bytes)}/${mb(file.size)} MB`);
     };
-    const blob = await fetchVerified(listing, file, `${outDir}/${WORK}/blobs`, access, {
+    const got = await fetchVerified(listing, file, `${outDir}/${WORK}/blobs`, access, {
       log,
       signal,
       onBytes,
     });
+    tally.downloaded += got.downloaded;
+    tally.reused += file.size - got.downloaded;
     const dest = `${stage}/${file.path}`;
     await Deno.remove(dest).catch(() => {});
-    await Deno.link(blob, dest).catch(() => Deno.copyFile(blob, dest));
+    await Deno.link(got.path, dest).catch(() => Deno.copyFile(got.path, dest));
   }
-  return stage;
+}
+
+/**
+ * A revision whose weights are those of an earlier one: name the cached blobs in its
+ * snapshot too, so that a run offline that lists this revision finds it complete.
+ */
+async function addTwinToCache(listing: RevisionListing, files: RemoteFile[], cache: string) {
+  for (const file of files) {
+    const blob = await Deno.stat(blobPath(cache, listing.repo, file.etag)).catch(() => null);
+    if (blob?.size === file.size) await addToSnapshot(cache, listing, file.path, file.etag);
+  }
 }
 
 /** Weights are the same when their files' etags (sha256) are. */
@@ -144,8 +177,10 @@ export const hubStep = defineStep({
   async run(ctx, params) {
     const revisions = selectRevisions(params);
     const steps = revisions.map(stepOfRevision);
-    const access = hubAccessFromEnv();
     const log = (m: string) => ctx.progress.log(m);
+    const fromEnv = hubAccessFromEnv();
+    const access = { ...fromEnv, hfCache: await prepareHfCache(fromEnv.hfCache, params.repo, log) };
+    const tally: Tally = { downloaded: 0, reused: 0 };
     ctx.progress.start(`hub ${params.repo}`, revisions.length, "rev");
     await Deno.mkdir(`${ctx.outDir}/${WORK}/done`, { recursive: true });
 
@@ -171,18 +206,25 @@ export const hubStep = defineStep({
         sharded ? ["config.json", entry] : ["config.json"],
         access,
       );
-      const stage = await stageFiles(listing, small, ctx.outDir, access, log, ctx.signal);
+      const stage = stageOf(ctx.outDir, revision);
+      await stageFiles(listing, small, ctx.outDir, access, tally, log, ctx.signal);
       const revConfigText = await Deno.readTextFile(`${stage}/config.json`);
       const revConfig = configFromHfJson(JSON.parse(revConfigText), `${where}: config.json`);
       if (config && !sameArchitecture(config, revConfig)) {
         throw new Error(`hub: ${where} has a different architecture from ${revisions[0]}`);
       }
+      // The first revision's tokenizer goes to the output. With the cache, every
+      // revision's is fetched (one blob for all when they are the same file), so that a
+      // later run starting at any of them finds it, offline too.
+      const hasTokenizer = listing.files.includes("tokenizer.json");
+      if (hasTokenizer && (!config || access.hfCache)) {
+        const tok = await describe(listing, ["tokenizer.json"], access);
+        await stageFiles(listing, tok, ctx.outDir, access, tally, log, ctx.signal);
+      }
       if (!config) {
         config = revConfig;
         await Deno.writeTextFile(`${ctx.outDir}/config.json`, revConfigText);
-        if (listing.files.includes("tokenizer.json")) {
-          const tok = await describe(listing, ["tokenizer.json"], access);
-          await stageFiles(listing, tok, ctx.outDir, access, log, ctx.signal);
+        if (hasTokenizer) {
           await Deno.copyFile(`${stage}/tokenizer.json`, `${ctx.outDir}/tokenizer.json`);
         } else {
           log(`hub: ${where} has no tokenizer.json`);
@@ -212,9 +254,10 @@ export const hubStep = defineStep({
             Object.values(weights)[0].slice(0, 12)
           }...); left out of the series, not downloaded again`,
         );
+        if (access.hfCache) await addTwinToCache(listing, weightFiles, access.hfCache);
       } else {
         const show = (info: string) => ctx.progress.update(i, info);
-        await stageFiles(listing, weightFiles, ctx.outDir, access, log, ctx.signal, show);
+        await stageFiles(listing, weightFiles, ctx.outDir, access, tally, log, ctx.signal, show);
         const dest = `${ctx.outDir}/${checkpointFileName(steps[i])}`;
         await writeCheckpoint(stage, format, entry, dest);
       }
@@ -267,10 +310,12 @@ export const hubStep = defineStep({
     );
     await Deno.remove(`${ctx.outDir}/${WORK}`, { recursive: true });
     const dupes = records.length - kept.length;
+    const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
     log(
       `hub: ${params.repo}: ${kept.length} checkpoints from ${records.length} revisions` +
         (dupes > 0 ? ` (${dupes} identical to an earlier revision, left out)` : "") +
-        `, ${(records.reduce((n, r) => n + r.bytes, 0) / 1e6).toFixed(1)} MB downloaded`,
+        `; ${mb(tally.downloaded)} downloaded, ${mb(tally.reused)} already verified ` +
+        (access.hfCache ? `in the Hugging Face cache ${access.hfCache}` : "in this step's folder"),
     );
   },
 });

@@ -6,16 +6,19 @@
 // for large files `POST /api/models/{repo}/paths-info/{commit}` (pathsInfo: the LFS
 // sha256), then the body, from the first missing byte.
 //
-// A download lands in `<dir>/<etag>.part`; an interrupted or short transfer is resumed
-// with a Range request from what is already there, and a file is accepted only when its
-// size and its hash (sha256 for LFS files, git's blob sha1 for others) equal what the hub
-// declared; a mismatch is refused and the partial file removed. A blob already in a
-// Hugging Face cache (HF_HUB_CACHE, or HF_HOME/hub, or ~/.cache/huggingface/hub) is
-// copied instead of downloaded, and with no network a revision whose files that cache
-// holds (refs/<rev> -> snapshots/<commit>/) is used from there. Verified downloads are
-// added to that cache when it exists (hard links), as huggingface_hub itself would.
+// Verified files are kept in the Hugging Face cache (lm/hub/hf_cache.ts: HF_HUB_CACHE,
+// or HF_HOME/hub, or ~/.cache/huggingface/hub), as huggingface_hub keeps them, so any
+// run that needs a file again (another revision range, another hub step, Python tools)
+// takes it from there; with `LAWA_HF_CACHE=off` they stay in the caller's folder. A
+// download lands in `<etag>.incomplete` (`.part` outside the cache); an interrupted or
+// short transfer is resumed with a Range request from what is already there, and a file
+// is used only when its size and its hash (sha256 for LFS files, git's blob sha1 for
+// others) equal what the hub declared, a cached copy included; a mismatch is refused and
+// the bad file removed. With no network, a revision the cache holds (refs/<rev> ->
+// snapshots/<commit>/) is listed and read from there, still size and hash checked.
 import { downloadFile, fileDownloadInfo, modelInfo, pathsInfo } from "@huggingface/hub";
 import { createHash } from "node:crypto";
+import { addToSnapshot, blobPath, cachedSnapshot, withBlobLock } from "./hf_cache.ts";
 
 export const DEFAULT_ENDPOINT = "https://huggingface.co";
 
@@ -24,21 +27,28 @@ export interface HubAccess {
   endpoint: string;
   /** Access token (HF_TOKEN), for gated or private repos. */
   token?: string;
-  /** A Hugging Face cache to reuse (null: none). */
+  /** The Hugging Face cache that keeps verified downloads (null: LAWA_HF_CACHE=off). */
   hfCache: string | null;
 }
 
-/** Endpoint, token and cache folder from the environment, as huggingface_hub reads them. */
+/**
+ * Endpoint, token and cache folder from the environment, as huggingface_hub reads them;
+ * `LAWA_HF_CACHE=off` keeps downloads out of the Hugging Face cache.
+ */
 export function hubAccessFromEnv(
   env: (name: string) => string | undefined = Deno.env.get,
 ): HubAccess {
+  const useCache = (env("LAWA_HF_CACHE") ?? "on").trim().toLowerCase();
+  if (!["on", "off", ""].includes(useCache)) {
+    throw new Error(`LAWA_HF_CACHE is "${env("LAWA_HF_CACHE")}": set it to off, or leave it unset`);
+  }
   const home = env("HOME");
   const hfHome = env("HF_HOME") ??
     (home ? `${env("XDG_CACHE_HOME") ?? `${home}/.cache`}/huggingface` : null);
   return {
     endpoint: (env("HF_ENDPOINT") ?? DEFAULT_ENDPOINT).replace(/\/+$/, ""),
     token: env("HF_TOKEN") ?? env("HUGGING_FACE_HUB_TOKEN") ?? undefined,
-    hfCache: env("HF_HUB_CACHE") ?? (hfHome ? `${hfHome}/hub` : null),
+    hfCache: useCache === "off" ? null : env("HF_HUB_CACHE") ?? (hfHome ? `${hfHome}/hub` : null),
   };
 }
 
@@ -68,10 +78,6 @@ function isNetworkError(e: unknown): boolean {
     .test(oneLine(e));
 }
 
-function repoFolder(repo: string): string {
-  return `models--${repo.replace("/", "--")}`;
-}
-
 /** The commit and file list of a revision; offline, from the Hugging Face cache if it has it. */
 export async function listRevision(
   repo: string,
@@ -99,7 +105,9 @@ export async function listRevision(
       throw new Error(
         `hub: cannot fetch ${repo} revision ${revision}: ${access.endpoint} is unreachable (${
           oneLine(e)
-        }); it needs network access, or HF_ENDPOINT pointing at a mirror`,
+        }); it needs network access, or HF_ENDPOINT pointing at a mirror${
+          access.hfCache ? `, or the revision in the Hugging Face cache ${access.hfCache}` : ""
+        }`,
       );
     }
     throw new Error(`hub: ${repo} revision ${revision} at ${access.endpoint}: ${oneLine(e)}`);
@@ -113,37 +121,6 @@ async function exists(path: string): Promise<Deno.FileInfo | null> {
     if (e instanceof Deno.errors.NotFound) return null;
     throw e;
   }
-}
-
-/** A revision in a Hugging Face cache: refs/<rev> names a commit whose snapshot exists. */
-async function cachedSnapshot(
-  repo: string,
-  revision: string,
-  hfCache: string | null,
-): Promise<RevisionListing | null> {
-  if (!hfCache) return null;
-  const root = `${hfCache}/${repoFolder(repo)}`;
-  let commit = revision;
-  if (!/^[0-9a-f]{40}$/.test(revision)) {
-    try {
-      commit = (await Deno.readTextFile(`${root}/refs/${revision}`)).trim();
-    } catch {
-      return null;
-    }
-  }
-  const snapshot = `${root}/snapshots/${commit}`;
-  if (!(await exists(snapshot))) return null;
-  const files: string[] = [];
-  const walk = async (dir: string, prefix: string) => {
-    for await (const e of Deno.readDir(dir)) {
-      const rel = prefix + e.name;
-      const st = await Deno.stat(`${dir}/${e.name}`);
-      if (st.isDirectory) await walk(`${dir}/${e.name}`, `${rel}/`);
-      else files.push(rel);
-    }
-  };
-  await walk(snapshot, "");
-  return { repo, revision, commit, files: files.sort(), cachedSnapshot: snapshot };
 }
 
 /** Size and etag of a file of a revision (from the hub, or from the cached snapshot). */
@@ -233,7 +210,7 @@ export interface DownloadHooks {
 }
 
 /** Append the bytes from `have` on to `part`; returns when the body ends or fails. */
-async function fetchInto(
+async function appendBody(
   listing: RevisionListing,
   file: RemoteFile,
   part: string,
@@ -275,9 +252,18 @@ async function fetchInto(
   }
 }
 
+/** A verified file: where it is, and how many of its bytes came over the network. */
+export interface FetchedFile {
+  path: string;
+  /** 0 when the file was already there (the Hugging Face cache, or `dir`). */
+  downloaded: number;
+}
+
 /**
- * `file` of a revision as `<dir>/<etag>`, verified (size and hash); resumes a partial
- * download, reuses a blob of the Hugging Face cache. Returns the verified file's path.
+ * `file` of a revision, verified (size and hash): the blob of the Hugging Face cache
+ * (`access.hfCache`), or `<dir>/<etag>` without one. A verified copy already there is
+ * used (and named in the revision's snapshot), a partial download is resumed, a copy
+ * whose hash is wrong is removed and fetched again.
  */
 export async function fetchVerified(
   listing: RevisionListing,
@@ -286,24 +272,77 @@ export async function fetchVerified(
   access: HubAccess,
   hooks: DownloadHooks = {},
   maxAttempts = 5,
-): Promise<string> {
-  const dest = `${dir}/${file.etag}`;
+): Promise<FetchedFile> {
   const where = `${listing.repo} revision ${listing.revision} ${file.path}`;
-  const done = await exists(dest);
-  if (done?.size === file.size) return dest;
-  await Deno.mkdir(dir, { recursive: true });
-  const part = `${dest}.part`;
-  const cached = listing.cachedSnapshot
-    ? `${listing.cachedSnapshot}/${file.path}`
-    : access.hfCache
-    ? `${access.hfCache}/${repoFolder(listing.repo)}/blobs/${file.etag}`
-    : null;
-  if (cached && (await exists(cached))?.size === file.size) {
-    await Deno.remove(part).catch(() => {});
-    const target = await Deno.realPath(cached); // a snapshot entry is a symlink to its blob
-    await Deno.link(target, part).catch(() => Deno.copyFile(target, part));
-    hooks.log?.(`hub: ${where}: reused from the Hugging Face cache`);
+  if (listing.cachedSnapshot) return await fromSnapshot(listing, file, where, hooks);
+  const cache = access.hfCache;
+  if (!cache) {
+    await Deno.mkdir(dir, { recursive: true });
+    return await fetchInto(listing, file, `${dir}/${file.etag}`, ".part", access, hooks, {
+      where,
+      maxAttempts,
+      cached: "",
+    });
   }
+  const dest = blobPath(cache, listing.repo, file.etag);
+  await Deno.mkdir(dest.slice(0, dest.lastIndexOf("/")), { recursive: true });
+  return await withBlobLock(cache, listing.repo, file.etag, async () => {
+    const got = await fetchInto(listing, file, dest, ".incomplete", access, hooks, {
+      where,
+      maxAttempts,
+      cached: " (in the Hugging Face cache)",
+    });
+    await addToSnapshot(cache, listing, file.path, file.etag);
+    return got;
+  });
+}
+
+/** Offline: the cached snapshot's file, checked as a download would be. */
+async function fromSnapshot(
+  listing: RevisionListing,
+  file: RemoteFile,
+  where: string,
+  hooks: DownloadHooks,
+): Promise<FetchedFile> {
+  const path = await Deno.realPath(`${listing.cachedSnapshot}/${file.path}`);
+  const size = (await Deno.stat(path)).size;
+  if (size !== file.size) {
+    throw new Error(`hub: ${where}: incomplete in the Hugging Face cache (${size} bytes)`);
+  }
+  const hash = await fileHash(path, file.etag);
+  if (hash !== file.etag) {
+    throw new Error(
+      `hub: ${where}: refused: the Hugging Face cache's copy ${path} has content hash ${hash}, not ${file.etag}`,
+    );
+  }
+  hooks.log?.(`hub: ${where}: taken from the Hugging Face cache (offline)`);
+  return { path, downloaded: 0 };
+}
+
+/** `dest`, verified: kept if already right, else downloaded through `dest + suffix`. */
+async function fetchInto(
+  listing: RevisionListing,
+  file: RemoteFile,
+  dest: string,
+  suffix: string,
+  access: HubAccess,
+  hooks: DownloadHooks,
+  opts: { where: string; maxAttempts: number; cached: string },
+): Promise<FetchedFile> {
+  const { where, maxAttempts } = opts;
+  if ((await exists(dest))?.size === file.size) {
+    const hash = await fileHash(dest, file.etag);
+    if (hash === file.etag) {
+      if (opts.cached) hooks.log?.(`hub: ${where}: reused from the Hugging Face cache`);
+      return { path: dest, downloaded: 0 };
+    }
+    hooks.log?.(
+      `hub: ${where}: the copy at ${dest}${opts.cached} has content hash ${hash}, not ${file.etag}; downloading it again`,
+    );
+  }
+  await Deno.remove(dest).catch(() => {});
+  const part = `${dest}${suffix}`;
+  let downloaded = 0;
   for (let attempt = 1; attempt <= maxAttempts; attempt++) {
     let have = (await exists(part))?.size ?? 0;
     if (have > file.size) {
@@ -311,12 +350,9 @@ export async function fetchVerified(
       have = 0;
     }
     if (have < file.size) {
-      if (listing.cachedSnapshot) {
-        throw new Error(`hub: ${where}: incomplete in the Hugging Face cache`);
-      }
       if (have > 0) hooks.log?.(`hub: ${where}: resuming at byte ${have} of ${file.size}`);
       try {
-        await fetchInto(listing, file, part, have, access, hooks);
+        await appendBody(listing, file, part, have, access, hooks);
       } catch (e) {
         if (hooks.signal?.aborted) throw e;
         hooks.log?.(`hub: ${where}: transfer interrupted (${oneLine(e)})`);
@@ -330,6 +366,7 @@ export async function fetchVerified(
       }
     }
     const got = (await exists(part))?.size ?? 0;
+    downloaded += got - have;
     if (got !== file.size) {
       hooks.log?.(`hub: ${where}: refused a short file (${got} of ${file.size} bytes)`);
       continue;
@@ -342,43 +379,7 @@ export async function fetchVerified(
       );
     }
     await Deno.rename(part, dest);
-    if (!listing.cachedSnapshot) await keepInHfCache(listing, file, dest, access.hfCache);
-    return dest;
+    return { path: dest, downloaded };
   }
   throw new Error(`hub: ${where}: still incomplete after ${maxAttempts} attempts`);
-}
-
-/**
- * Add a verified file to an existing Hugging Face cache, in its layout (blobs/<etag>,
- * snapshots/<commit>/<path> -> blob, refs/<revision>), hard-linked when it can be: a
- * later run, with another revision range or offline, and Python tools find it there.
- * A cache folder that does not exist is not created.
- */
-async function keepInHfCache(
-  listing: RevisionListing,
-  file: RemoteFile,
-  path: string,
-  hfCache: string | null,
-): Promise<void> {
-  if (!hfCache || !(await exists(hfCache))?.isDirectory) return;
-  const root = `${hfCache}/${repoFolder(listing.repo)}`;
-  const blob = `${root}/blobs/${file.etag}`;
-  const pointer = `${root}/snapshots/${listing.commit}/${file.path}`;
-  try {
-    await Deno.mkdir(`${root}/blobs`, { recursive: true });
-    if ((await exists(blob))?.size !== file.size) {
-      await Deno.link(path, blob).catch(() => Deno.copyFile(path, blob));
-    }
-    await Deno.mkdir(pointer.slice(0, pointer.lastIndexOf("/")), { recursive: true });
-    if (!(await exists(pointer))) {
-      const up = "../".repeat(file.path.split("/").length + 1);
-      await Deno.symlink(`${up}blobs/${file.etag}`, pointer);
-    }
-    if (listing.revision !== listing.commit) {
-      await Deno.mkdir(`${root}/refs`, { recursive: true });
-      await Deno.writeTextFile(`${root}/refs/${listing.revision}`, listing.commit);
-    }
-  } catch {
-    // A read-only or foreign cache stays as it is: keeping a copy there is a convenience.
-  }
 }

@@ -1,9 +1,11 @@
 // End to end: a tiny copy of configs/pythia.yaml (tests/fixtures/neox/pythia-tiny.yaml)
 // run through `deno task run` against the fixture repo served by the local hub on
-// 127.0.0.1 (HF_ENDPOINT), one weights download dropped halfway and resumed. Checked as a
-// user would: the identical revision reported and left out of the series, LAWA skipping
-// the window that needed it, one loss row per (series, step, domain), zero-shot rows,
-// the figures, and a second run that executes nothing.
+// 127.0.0.1 (HF_ENDPOINT; HF_HUB_CACHE a folder of the test's own, so downloads are kept
+// there, never in the home folder's cache), one weights download dropped halfway and
+// resumed. Checked as a user would: the identical revision reported and left out of the
+// series, LAWA skipping the window that needed it, one loss row per (series, step,
+// domain), zero-shot rows, the figures, the downloads in the Hugging Face cache, and a
+// second run that executes nothing.
 import assert from "node:assert/strict";
 import { ResultsDb } from "../../pipeline/results.ts";
 import { startLocalHub } from "../helpers/local_hub.ts";
@@ -40,7 +42,7 @@ async function cli(
 Deno.test("pythia (tiny): hub revisions -> LAWA/EMA/SWA -> evaluate -> figures, against a local hub", async () => {
   const hub = await startLocalHub({ root: REPO_ROOT, repo: "test/pythia-tiny" });
   const artifacts = await Deno.makeTempDir({ prefix: "e2e-pythia-" });
-  const env = { HF_ENDPOINT: hub.url, HF_HUB_CACHE: `${artifacts}/no-hf-cache`, HF_TOKEN: "" };
+  const env = { HF_ENDPOINT: hub.url, HF_HUB_CACHE: `${artifacts}/hf-cache`, HF_TOKEN: "" };
   try {
     hub.truncateOnce.add("pytorch_model.bin");
     const first = await cli(artifacts, env);
@@ -52,6 +54,8 @@ Deno.test("pythia (tiny): hub revisions -> LAWA/EMA/SWA -> evaluate -> figures, 
       hub.requests.some((r) => r.range && /^bytes=[1-9]\d*-\d+$/.test(r.range)),
       "no resumed (Range) request",
     );
+    const kept = `${artifacts}/hf-cache/models--test--pythia-tiny`;
+    assert.equal(await Deno.readTextFile(`${kept}/refs/step6000`), hub.commitOf("step6000"));
 
     const db = new ResultsDb(artifacts);
     const revisions = await db.query(
@@ -108,7 +112,7 @@ Deno.test("pythia: offline, the hub step fails in one line naming repo, revision
   try {
     const r = await cli(artifacts, {
       HF_ENDPOINT: "http://127.0.0.1:9",
-      HF_HUB_CACHE: `${artifacts}/no-hf-cache`,
+      HF_HUB_CACHE: `${artifacts}/hf-cache`, // empty: created, holds nothing
     });
     assert.notEqual(r.code, 0);
     const line = r.text.split("\n").find((l) => /FAILED pythia/.test(l));
@@ -128,7 +132,7 @@ Deno.test("configs/pythia.yaml plans the paper's protocol: 29 instances, nothing
       args: ["run", "--allow-all", MAIN, "run", config, "--dry-run", "--artifacts", artifacts],
       stdout: "piped",
       stderr: "piped",
-      env: { NO_COLOR: "1", HF_ENDPOINT: "http://127.0.0.1:9" },
+      env: { NO_COLOR: "1", HF_ENDPOINT: "http://127.0.0.1:9", HF_HUB_CACHE: `${artifacts}/hf` },
     }).output();
     const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
     assert.equal(out.code, 0, text);

@@ -1,7 +1,9 @@
 // The hub step against the local hub: a run that fails midway (a corrupt download)
 // keeps its finished revisions and the rerun fetches only the rest; the series it
 // writes (one safetensors per step, buffers left out, the identical revision dropped);
-// revision specs; and hf_tokenize on its tokenizer.json.
+// revision specs; hf_tokenize on its tokenizer.json; and the Hugging Face cache shared
+// by instances with other revision ranges (only missing revisions fetched; offline, the
+// cache alone). HF_HUB_CACHE always points at a temp folder here.
 import assert from "node:assert/strict";
 import { hubStep } from "../../steps/hub.ts";
 import { hfTokenizeStep } from "../../steps/hf_tokenize.ts";
@@ -16,6 +18,22 @@ import type { InputRef } from "../../pipeline/step.ts";
 
 const ROOT = new URL("../fixtures/neox/repo", import.meta.url).pathname;
 const REPO = "test/pythia-tiny";
+
+/** Set environment variables (undefined: unset) for `fn`, then put them back. */
+async function withEnv<T>(vars: Record<string, string | undefined>, fn: () => Promise<T>) {
+  const saved = Object.fromEntries(Object.keys(vars).map((k) => [k, Deno.env.get(k)]));
+  const apply = (v: Record<string, string | undefined>) => {
+    for (const [k, x] of Object.entries(v)) {
+      x === undefined ? Deno.env.delete(k) : Deno.env.set(k, x);
+    }
+  };
+  apply(vars);
+  try {
+    return await fn();
+  } finally {
+    apply(saved);
+  }
+}
 
 Deno.test("hub specs: revision lists and ranges, step numbers, weight files", () => {
   assert.deepEqual(selectRevisions({ from: 21000, to: 27000, every: 3000 }), [
@@ -39,11 +57,10 @@ Deno.test("hub specs: revision lists and ranges, step numbers, weight files", ()
 
 Deno.test("hub step: resumes after a failure, writes the series, hf_tokenize reads its tokenizer", async () => {
   const hub = await startLocalHub({ root: ROOT, repo: REPO });
-  const saved = Deno.env.get("HF_ENDPOINT");
-  Deno.env.set("HF_ENDPOINT", hub.url);
-  Deno.env.set("HF_HUB_CACHE", "/nonexistent-hf-cache");
   const ctx = await fakeContext(hubStep);
-  try {
+  // Without the Hugging Face cache: downloads stay in the step's folder (and go with it).
+  const env = { HF_ENDPOINT: hub.url, HF_HUB_CACHE: `${ctx.outDir}/hf`, LAWA_HF_CACHE: "off" };
+  await withEnv(env, async () => {
     const params = hubStep.params.parse({ repo: REPO, from: 1000, to: 6000, every: 1000 });
     hub.corrupt.add("model-00001-of-00002.safetensors"); // step5000's first shard
     await assert.rejects(hubStep.run(ctx, params, {}), /step5000 .*refused: content hash/);
@@ -110,11 +127,84 @@ Deno.test("hub step: resumes after a failure, writes the series, hf_tokenize rea
       await tctx.dispose();
       await Deno.remove(corpus, { recursive: true });
     }
-  } finally {
-    if (saved === undefined) Deno.env.delete("HF_ENDPOINT");
-    else Deno.env.set("HF_ENDPOINT", saved);
-    Deno.env.delete("HF_HUB_CACHE");
+    assert.ok(left.every((f) => f !== "hf"), "LAWA_HF_CACHE=off wrote a cache");
+  }).finally(async () => {
     await ctx.dispose();
     await hub.close();
+  });
+});
+
+Deno.test("hub step: revisions A,B then B,C: the second instance downloads only C's files; offline, the cache serves", async () => {
+  const hub = await startLocalHub({ root: ROOT, repo: REPO });
+  const cache = await Deno.makeTempDir({ prefix: "hf-cache-" });
+  const contexts: Awaited<ReturnType<typeof fakeContext>>[] = [];
+  const run = async (revisions: string[]) => {
+    const ctx = await fakeContext(hubStep);
+    contexts.push(ctx);
+    await hubStep.run(ctx, hubStep.params.parse({ repo: REPO, revisions }), {});
+    return ctx;
+  };
+  // A body is a GET of a file other than the one-byte probe that asks for its size.
+  const bodiesSince = (n: number) =>
+    hub.requests.slice(n).filter((r) =>
+      r.method === "GET" && r.path.includes("/resolve/") && r.range !== "bytes=0-0"
+    );
+  try {
+    await withEnv(
+      { HF_ENDPOINT: hub.url, HF_HUB_CACHE: cache, LAWA_HF_CACHE: undefined },
+      async () => {
+        const first = await run(["step1000", "step2000"]);
+        assert.ok(bodiesSince(0).length >= 4, "the first run downloaded nothing");
+        const before = hub.requests.length;
+        const second = await run(["step2000", "step3000"]);
+        const bodies = bodiesSince(before);
+        const c = hub.commitOf("step3000");
+        assert.deepEqual(
+          bodies.map((r) => r.path),
+          [`/${REPO}/resolve/${c}/model.safetensors`], // config and tokenizer: same blobs as A's
+        );
+        assert.ok(
+          second.progressEvents.some((e) =>
+            /2 checkpoints from 2 revisions; [\d.]+ MB downloaded, [\d.]+ MB already verified in the Hugging Face cache/
+              .test(e)
+          ),
+          second.progressEvents.join("\n"),
+        );
+        const info = await readSeriesInfo(second.outDir);
+        assert.deepEqual(info.checkpoints.map((x) => x.step), [2000, 3000]);
+        assert.deepEqual(
+          await Deno.readFile(`${second.outDir}/${info.checkpoints[0].file}`),
+          await Deno.readFile(`${first.outDir}/${info.checkpoints[0].file}`),
+        );
+        assert.ok((await Deno.stat(`${second.outDir}/tokenizer.json`)).isFile);
+      },
+    );
+
+    // Offline (nothing listens on port 9): a third range inside the cache, with the
+    // identical revision step4000 named by the cache too once a run has seen it.
+    await withEnv(
+      { HF_ENDPOINT: hub.url, HF_HUB_CACHE: cache },
+      () => run(["step3000", "step4000"]),
+    );
+    const requests = hub.requests.length;
+    await withEnv({ HF_ENDPOINT: "http://127.0.0.1:9", HF_HUB_CACHE: cache }, async () => {
+      const offline = await run(["step1000", "step2000", "step3000", "step4000"]);
+      const info = await readSeriesInfo(offline.outDir);
+      assert.deepEqual(info.checkpoints.map((x) => x.step), [1000, 2000, 3000]);
+      assert.deepEqual(info.params.duplicates, [{ revision: "step4000", same_as: "step3000" }]);
+      assert.ok((await Deno.stat(`${offline.outDir}/tokenizer.json`)).isFile);
+      // A revision the cache lacks: one line naming repo, revision and endpoint.
+      await assert.rejects(run(["step3000", "step5000"]), (e: Error) => {
+        assert.match(e.message, /test\/pythia-tiny revision step5000/);
+        assert.match(e.message, /http:\/\/127\.0\.0\.1:9 is unreachable/);
+        assert.ok(!e.message.includes("\n"), e.message);
+        return true;
+      });
+    });
+    assert.equal(hub.requests.length, requests);
+  } finally {
+    for (const ctx of contexts) await ctx.dispose();
+    await hub.close();
+    await Deno.remove(cache, { recursive: true });
   }
 });

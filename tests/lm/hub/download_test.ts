@@ -1,7 +1,9 @@
 // Revisions fetched from the local hub (tests/helpers/local_hub.ts) with @huggingface/hub:
 // verified downloads, a dropped transfer resumed with a Range request, a corrupt file
-// refused, HF_TOKEN sent, a Hugging Face cache reused (online and offline), and the
-// one-line error when the hub cannot be reached.
+// refused, HF_TOKEN sent, downloads kept in a Hugging Face cache (created when missing,
+// a partial blob resumed, a corrupt cached copy fetched again) and reused from it online
+// and offline, and the one-line error when the hub cannot be reached. Every cache here
+// is a temp folder: no test touches the home folder's.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { startLocalHub } from "../../helpers/local_hub.ts";
@@ -12,6 +14,7 @@ import {
   listRevision,
   remoteFile,
 } from "../../../lm/hub/download.ts";
+import { prepareHfCache } from "../../../lm/hub/hf_cache.ts";
 
 const ROOT = new URL("../../fixtures/neox/repo", import.meta.url).pathname;
 const REPO = "test/pythia-tiny";
@@ -32,6 +35,29 @@ Deno.test("hub access: HF_ENDPOINT, HF_TOKEN and the cache folder from the envir
   );
   assert.deepEqual(set, { endpoint: "http://mirror", token: "hf_x", hfCache: "/hf/hub" });
   assert.equal(hubAccessFromEnv(env({ HF_HUB_CACHE: "/c", HOME: "/h" })).hfCache, "/c");
+  const off = env({ HF_HUB_CACHE: "/c", HOME: "/h", LAWA_HF_CACHE: "off" });
+  assert.equal(hubAccessFromEnv(off).hfCache, null);
+  assert.throws(
+    () => hubAccessFromEnv(env({ HOME: "/h", LAWA_HF_CACHE: "nope" })),
+    /LAWA_HF_CACHE is "nope": set it to off/,
+  );
+});
+
+Deno.test("hub cache: created when missing; one that cannot be written is left out, said once", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "hf-cache-" });
+  try {
+    const logs: string[] = [];
+    const made = await prepareHfCache(`${tmp}/new/hub`, REPO, (m) => logs.push(m));
+    assert.equal(made, `${tmp}/new/hub`);
+    assert.ok((await Deno.stat(`${tmp}/new/hub/models--test--pythia-tiny/blobs`)).isDirectory);
+    await Deno.writeTextFile(`${tmp}/file`, "not a folder");
+    assert.equal(await prepareHfCache(`${tmp}/file/hub`, REPO, (m) => logs.push(m)), null);
+    assert.equal(logs.length, 1);
+    assert.match(logs[0], /cannot write the Hugging Face cache .*file\/hub/);
+    assert.equal(await prepareHfCache(null, REPO, (m) => logs.push(m)), null);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
 });
 
 Deno.test("hub download: verified, a dropped transfer resumed, the token sent", async () => {
@@ -49,8 +75,10 @@ Deno.test("hub download: verified, a dropped transfer resumed, the token sent", 
     const original = await Deno.readFile(`${ROOT}/step1000/pytorch_model.bin`);
     assert.equal(file.size, original.length);
     assert.equal(file.etag, sha256(original)); // the LFS sha256, from X-Linked-Etag
-    const path = await fetchVerified(listing, file, dir, access, { log: (m) => logs.push(m) });
-    assert.deepEqual(await Deno.readFile(path), original);
+    const got = await fetchVerified(listing, file, dir, access, { log: (m) => logs.push(m) });
+    assert.equal(got.path, `${dir}/${file.etag}`);
+    assert.deepEqual(await Deno.readFile(got.path), original);
+    assert.equal(got.downloaded, original.length);
     assert.ok(logs.some((l) => /refused a short file/.test(l)), logs.join("\n"));
     const resumed = hub.requests.filter((r) => r.range && r.range !== "bytes=0-0");
     assert.equal(resumed.length, 1);
@@ -85,12 +113,13 @@ Deno.test("hub download: a file whose content does not match the hub's sha256 is
   const hub = await startLocalHub({ root: ROOT, repo: REPO });
   const dir = await Deno.makeTempDir({ prefix: "hub-dl-" });
   try {
-    const access: HubAccess = { endpoint: hub.url, hfCache: null };
+    const access: HubAccess = { endpoint: hub.url, hfCache: `${dir}/hf` };
     const listing = await listRevision(REPO, "step3000", access);
     const file = await remoteFile(listing, "model.safetensors", access);
     hub.corrupt.add("model.safetensors");
     await assert.rejects(fetchVerified(listing, file, dir, access), /refused: content hash/);
-    assert.deepEqual([...Deno.readDirSync(dir)], [], "the bad download was left behind");
+    const blobs = `${dir}/hf/models--test--pythia-tiny/blobs`;
+    assert.deepEqual([...Deno.readDirSync(blobs)], [], "the bad download was left behind");
     await assert.rejects(listRevision(REPO, "step999", access), /step999/);
   } finally {
     await hub.close();
@@ -119,8 +148,9 @@ Deno.test("hub download: a Hugging Face cache is reused, online and offline", as
     const listing = await listRevision(REPO, "step3000", online);
     const file = await remoteFile(listing, "model.safetensors", online);
     const logs: string[] = [];
-    await fetchVerified(listing, file, dir, online, { log: (m) => logs.push(m) });
+    const reused = await fetchVerified(listing, file, dir, online, { log: (m) => logs.push(m) });
     assert.ok(logs.some((l) => /reused from the Hugging Face cache/.test(l)));
+    assert.deepEqual(reused, { path: `${repoDir}/blobs/${oid}`, downloaded: 0 });
     const bodies = hub.requests.filter((r) =>
       r.path.endsWith("model.safetensors") && r.range !== "bytes=0-0"
     );
@@ -134,7 +164,7 @@ Deno.test("hub download: a Hugging Face cache is reused, online and offline", as
     const cachedFile = await remoteFile(cached, "model.safetensors", offline);
     assert.equal(cachedFile.etag, oid);
     const got = await fetchVerified(cached, cachedFile, `${dir}/offline`, offline);
-    assert.deepEqual(await Deno.readFile(got), bytes);
+    assert.deepEqual(await Deno.readFile(got.path), bytes);
 
     // Offline without the revision in the cache: one line naming repo, revision, endpoint.
     await assert.rejects(listRevision(REPO, "step5000", offline), (e: Error) => {
@@ -150,39 +180,69 @@ Deno.test("hub download: a Hugging Face cache is reused, online and offline", as
   }
 });
 
-Deno.test("hub download: verified files are added to an existing Hugging Face cache", async () => {
+Deno.test("hub download: downloads are kept in the Hugging Face cache, which serves them offline", async () => {
   const hub = await startLocalHub({ root: ROOT, repo: REPO });
-  const cache = await Deno.makeTempDir({ prefix: "hf-cache-" });
-  const dir = await Deno.makeTempDir({ prefix: "hub-dl-" });
+  const tmp = await Deno.makeTempDir({ prefix: "hf-cache-" });
+  const cache = `${tmp}/missing/hub`; // created by the first download
+  const dir = `${tmp}/work`; // not used while there is a cache
   try {
     const online: HubAccess = { endpoint: hub.url, hfCache: cache };
     const listing = await listRevision(REPO, "step6000", online);
-    for (const path of listing.files) {
-      await fetchVerified(listing, await remoteFile(listing, path, online), dir, online);
-    }
-    const commit = hub.commitOf("step6000");
     const root = `${cache}/models--test--pythia-tiny`;
-    assert.equal(await Deno.readTextFile(`${root}/refs/step6000`), commit);
     const bytes = await Deno.readFile(`${ROOT}/step6000/pytorch_model.bin`);
-    assert.deepEqual(await Deno.readFile(`${root}/snapshots/${commit}/pytorch_model.bin`), bytes);
-    assert.ok((await Deno.stat(`${root}/blobs/${sha256(bytes)}`)).isFile);
+    const oid = sha256(bytes);
+    // A partial blob, as a killed run leaves it: resumed from its last byte.
+    const half = bytes.length >> 1;
+    await Deno.mkdir(`${root}/blobs`, { recursive: true });
+    await Deno.writeFile(`${root}/blobs/${oid}.incomplete`, bytes.subarray(0, half));
+    const logs: string[] = [];
+    for (const path of listing.files) {
+      const file = await remoteFile(listing, path, online);
+      const got = await fetchVerified(listing, file, dir, online, { log: (m) => logs.push(m) });
+      assert.equal(got.path, `${root}/blobs/${file.etag}`);
+    }
+    assert.ok(logs.some((l) => l.includes(`resuming at byte ${half} of ${bytes.length}`)));
+    const ranges = hub.requests.filter((r) => r.path.endsWith("pytorch_model.bin") && r.range);
+    assert.ok(ranges.some((r) => r.range === `bytes=${half}-${bytes.length - 1}`));
+    await assert.rejects(Deno.stat(dir), Deno.errors.NotFound);
 
-    // Later, offline, into a fresh folder: the cache serves the revision.
+    const commit = hub.commitOf("step6000");
+    assert.equal(await Deno.readTextFile(`${root}/refs/step6000`), commit);
+    assert.deepEqual(await Deno.readFile(`${root}/snapshots/${commit}/pytorch_model.bin`), bytes);
+    assert.equal(
+      await Deno.readLink(`${root}/snapshots/${commit}/pytorch_model.bin`),
+      `../../blobs/${oid}`,
+    );
+    assert.deepEqual(
+      [...Deno.readDirSync(`${root}/blobs`)].map((e) => e.name).filter((n) => n.includes(".")),
+      [],
+      "a partial download was left in the cache",
+    );
+
+    // Later, offline: the cache serves the revision, checked as a download is.
     const offline: HubAccess = { endpoint: "http://127.0.0.1:9", hfCache: cache };
     const cached = await listRevision(REPO, "step6000", offline);
     assert.deepEqual(cached.files, listing.files);
     const file = await remoteFile(cached, "pytorch_model.bin", offline);
-    const got = await fetchVerified(cached, file, `${dir}/again`, offline);
-    assert.deepEqual(await Deno.readFile(got), bytes);
+    assert.equal(file.etag, oid);
+    const got = await fetchVerified(cached, file, dir, offline);
+    assert.deepEqual(got, { path: `${root}/blobs/${oid}`, downloaded: 0 });
 
-    // A cache folder that does not exist is not created.
-    const none: HubAccess = { endpoint: hub.url, hfCache: `${cache}/absent` };
-    const l2 = await listRevision(REPO, "step1000", none);
-    await fetchVerified(l2, await remoteFile(l2, "config.json", none), `${dir}/x`, none);
-    await assert.rejects(Deno.stat(`${cache}/absent`), Deno.errors.NotFound);
+    // A cached copy gone bad (same size): refused offline, fetched again online.
+    const bad = bytes.slice();
+    bad[10] ^= 0xff;
+    await Deno.writeFile(`${root}/blobs/${oid}`, bad);
+    await assert.rejects(fetchVerified(cached, file, dir, offline), /refused: .*content hash/);
+    const before = hub.requests.length;
+    const again = await fetchVerified(listing, file, dir, online, { log: (m) => logs.push(m) });
+    assert.equal(again.downloaded, bytes.length);
+    assert.deepEqual(await Deno.readFile(again.path), bytes);
+    assert.ok(
+      logs.some((l) => /has content hash [0-9a-f]+, not [0-9a-f]+; downloading it again/.test(l)),
+    );
+    assert.ok(hub.requests.slice(before).some((r) => r.path.endsWith("pytorch_model.bin")));
   } finally {
     await hub.close();
-    await Deno.remove(cache, { recursive: true });
-    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(tmp, { recursive: true });
   }
 });
