@@ -314,7 +314,7 @@ export const hubStep = defineStep({
     log(
       `hub: ${params.repo}: ${kept.length} checkpoints from ${records.length} revisions` +
         (dupes > 0 ? ` (${dupes} identical to an earlier revision, left out)` : "") +
-        `; ${mb(tally.downloaded)} downloaded, ${mb(tally.reused)} already verified ` +
+        `; ${mb(tally.downloaded)} downloaded, ${mb(tally.reused)} already there ` +
         (access.hfCache ? `in the Hugging Face cache ${access.hfCache}` : "in this step's folder"),
     );
   },

@@ -165,7 +165,7 @@ Deno.test("hub step: revisions A,B then B,C: the second instance downloads only 
         );
         assert.ok(
           second.progressEvents.some((e) =>
-            /2 checkpoints from 2 revisions; [\d.]+ MB downloaded, [\d.]+ MB already verified in the Hugging Face cache/
+            /2 checkpoints from 2 revisions; [\d.]+ MB downloaded, [\d.]+ MB already there in the Hugging Face cache/
               .test(e)
           ),
           second.progressEvents.join("\n"),

@@ -246,3 +246,27 @@ Deno.test("hub download: downloads are kept in the Hugging Face cache, which ser
     await Deno.remove(tmp, { recursive: true });
   }
 });
+
+Deno.test("hub download: two fetches of one file into one cache at once: one download", async () => {
+  const hub = await startLocalHub({ root: ROOT, repo: REPO });
+  const cache = await Deno.makeTempDir({ prefix: "hf-cache-" });
+  try {
+    const access: HubAccess = { endpoint: hub.url, hfCache: cache };
+    const listing = await listRevision(REPO, "step3000", access);
+    const file = await remoteFile(listing, "model.safetensors", access);
+    const before = hub.requests.length;
+    const both = await Promise.all([
+      fetchVerified(listing, file, `${cache}/a`, access),
+      fetchVerified(listing, file, `${cache}/b`, access),
+    ]);
+    assert.deepEqual(both.map((g) => g.downloaded).sort((x, y) => x - y), [0, file.size]);
+    assert.equal(both[0].path, both[1].path);
+    const bodies = hub.requests.slice(before).filter((r) => r.range !== "bytes=0-0");
+    assert.equal(bodies.length, 1, JSON.stringify(bodies));
+    const bytes = await Deno.readFile(`${ROOT}/step3000/model.safetensors`);
+    assert.deepEqual(await Deno.readFile(both[0].path), bytes);
+  } finally {
+    await hub.close();
+    await Deno.remove(cache, { recursive: true });
+  }
+});
