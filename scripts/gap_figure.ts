@@ -2,7 +2,9 @@
 // gap of LAWA to its own original at every evaluated step, with its 95% paired-bootstrap
 // interval as a band, at the 10x and at the tuned learning rate (`gap_intervals`).
 //
-//   deno run -A scripts/gap_figure.ts --artifacts DIR --out docs/scale-study.png [--nu 5]
+//   deno run -A scripts/gap_figure.ts --artifacts DIR --out docs/scale-study.png [--nu 5] [--key K]
+//
+// K: the intervals instance (default: the one that finished last).
 import { parseArgs } from "node:util";
 import { ResultsDb } from "../pipeline/results.ts";
 import { svgToPng, vegaLiteToSvg } from "../report/render.ts";
@@ -13,17 +15,26 @@ const { values } = parseArgs({
     artifacts: { type: "string" },
     out: { type: "string" },
     nu: { type: "string" },
+    key: { type: "string" },
   },
 });
 const artifacts = values.artifacts ?? Deno.env.get("LAWA_ARTIFACTS") ?? "artifacts";
 const out = values.out ?? "scale-study.png";
 const nu = Number(values.nu ?? 5);
 const db = new ResultsDb(artifacts);
+// The rows of one intervals instance: --key, else the one that finished last.
+const key = values.key ?? String(
+  (await db.query(
+    `SELECT key FROM runs WHERE step_kind = 'intervals' AND status = 'ok'
+     ORDER BY started DESC LIMIT 1`,
+  ))[0]?.key ?? "",
+);
 const rows = await db.query(
   `SELECT DISTINCT preset, steps_total, lr, step, gap, lower, upper, n_windows
-   FROM gap_intervals WHERE method = 'lawa' AND k = 5 AND nu = ? AND seed IS NOT NULL
+   FROM gap_intervals WHERE instance_key = ? AND method = 'lawa' AND k = 5 AND nu = ?
+     AND seed IS NOT NULL
    ORDER BY preset, steps_total, lr, step`,
-  [nu],
+  [key, nu],
 );
 if (rows.length === 0) {
   console.error(`error: no LAWA k=5 ν=${nu} rows in ${artifacts}/results.duckdb gap_intervals`);
