@@ -24,6 +24,22 @@ if (pipelines.length === 0) {
   console.error(`error: ${readmePath} has no "<!-- results.md of <pipeline>: begin" block`);
   Deno.exit(1);
 }
+/** The text as `deno fmt` writes Markdown (tables padded), so the README stays fmt-clean. */
+async function formatMarkdown(text: string): Promise<string> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--ext", "md", "-"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(text));
+  await writer.close();
+  const out = await child.output();
+  if (!out.success) throw new Error(`deno fmt: ${new TextDecoder().decode(out.stderr)}`);
+  return new TextDecoder().decode(out.stdout);
+}
+
 let updated = readme;
 for (const pipeline of pipelines) {
   const file = `${artifacts}/figures/${pipeline}/results.md`;
@@ -36,6 +52,7 @@ for (const pipeline of pipelines) {
   }
   updated = replaceBetweenMarkers(updated, pipeline, results);
 }
+updated = await formatMarkdown(updated);
 if (values.check) {
   if (updated !== readme) {
     console.error(
