@@ -48,7 +48,64 @@ export interface SeriesMeta {
 }
 
 /** Per-window losses of one series at one step, keyed `domain\twindow`. */
-type WindowLosses = Map<string, number>;
+export type WindowLosses = Map<string, number>;
+
+/** What a set of evaluate instances wrote: their series and, per series and step, window losses. */
+export interface Evaluated {
+  series: SeriesMeta[];
+  losses: Map<string, Map<number, WindowLosses>>;
+}
+
+/** Reads the series and per-window losses of the given evaluate instances (by cache key). */
+export async function readEvaluated(
+  query: (sql: string) => Promise<Record<string, unknown>[]>,
+  keys: string[],
+): Promise<Evaluated> {
+  const seriesRows = await query(
+    selectSql(SERIES, [
+      "series_id",
+      "label",
+      "method",
+      "k",
+      "nu",
+      "lr",
+      "batch_tokens",
+      "seed",
+      "params",
+    ], {
+      instanceKeys: keys,
+      distinct: true,
+      orderBy: ["series_id"],
+    }),
+  );
+  const windowRows = await query(
+    selectSql(EVAL_WINDOWS, ["series_id", "step", "domain", "window", "loss"], {
+      instanceKeys: keys,
+    }),
+  );
+  const losses = new Map<string, Map<number, WindowLosses>>();
+  for (const r of windowRows) {
+    const id = String(r.series_id);
+    const bySeries = losses.get(id) ?? new Map<number, WindowLosses>();
+    losses.set(id, bySeries);
+    const step = Number(r.step);
+    const byWindow = bySeries.get(step) ?? new Map<string, number>();
+    bySeries.set(step, byWindow);
+    byWindow.set(`${r.domain}\t${r.window}`, Number(r.loss));
+  }
+  const series: SeriesMeta[] = seriesRows.map((r) => ({
+    series_id: String(r.series_id),
+    label: String(r.label),
+    method: String(r.method),
+    k: asNumber(r.k),
+    nu: asNumber(r.nu),
+    lr: asNumber(r.lr),
+    batch_tokens: asNumber(r.batch_tokens),
+    seed: asNumber(r.seed),
+    params: parseParams(r.params),
+  }));
+  return { series, losses };
+}
 
 export function asNumber(v: unknown): number | null {
   if (v === null || v === undefined) return null;
@@ -196,56 +253,13 @@ export const intervalsStep = defineStep({
   async run(ctx, params, inputs: Record<string, InputValue>) {
     const evals: InputRef[] = Array.isArray(inputs.evals) ? inputs.evals : [inputs.evals];
     const keys = evals.map((e) => e.key);
-    const query = ctx.results.query.bind(ctx.results);
-    const seriesRows = await query(
-      selectSql(SERIES, [
-        "series_id",
-        "label",
-        "method",
-        "k",
-        "nu",
-        "lr",
-        "batch_tokens",
-        "seed",
-        "params",
-      ], {
-        instanceKeys: keys,
-        distinct: true,
-        orderBy: ["series_id"],
-      }),
-    );
-    const windowRows = await query(
-      selectSql(EVAL_WINDOWS, ["series_id", "step", "domain", "window", "loss"], {
-        instanceKeys: keys,
-      }),
-    );
-    if (windowRows.length === 0) {
+    const { series, losses } = await readEvaluated(ctx.results.query.bind(ctx.results), keys);
+    if (losses.size === 0) {
       throw new Error(
         `intervals: no eval_windows rows from ${evals.map((e) => e.node).join(", ")} ` +
           `(are they evaluate steps of this version?)`,
       );
     }
-    const losses = new Map<string, Map<number, WindowLosses>>();
-    for (const r of windowRows) {
-      const id = String(r.series_id);
-      const bySeries = losses.get(id) ?? new Map<number, WindowLosses>();
-      losses.set(id, bySeries);
-      const step = Number(r.step);
-      const byWindow = bySeries.get(step) ?? new Map<string, number>();
-      bySeries.set(step, byWindow);
-      byWindow.set(`${r.domain}\t${r.window}`, Number(r.loss));
-    }
-    const series: SeriesMeta[] = seriesRows.map((r) => ({
-      series_id: String(r.series_id),
-      label: String(r.label),
-      method: String(r.method),
-      k: asNumber(r.k),
-      nu: asNumber(r.nu),
-      lr: asNumber(r.lr),
-      batch_tokens: asNumber(r.batch_tokens),
-      seed: asNumber(r.seed),
-      params: parseParams(r.params),
-    }));
 
     // Pair each averaged series with the original of its own training run (and seed).
     const originals = new Map<string, SeriesMeta>();

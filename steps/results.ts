@@ -22,11 +22,11 @@ import {
   asNumber,
   meanOverSteps,
   pairWindows,
-  parseParams,
   poolIdentity,
+  readEvaluated,
   type SeriesMeta,
 } from "./intervals.ts";
-import { EVAL_LOSS, EVAL_WINDOWS, GAP_MEANS, selectSql, SERIES } from "./tables.ts";
+import { EVAL_LOSS, GAP_MEANS, selectSql } from "./tables.ts";
 
 const Params = z.object({
   /** Pipeline name: results.md goes to artifacts/figures/<pipeline>/ beside the report. */
@@ -293,50 +293,9 @@ export const resultsStep = defineStep({
     const evals: InputRef[] = Array.isArray(inputs.evals) ? inputs.evals : [inputs.evals];
     const keys = evals.map((e) => e.key);
     const query = ctx.results.query.bind(ctx.results);
-    const seriesRows = await query(
-      selectSql(SERIES, [
-        "series_id",
-        "label",
-        "method",
-        "k",
-        "nu",
-        "lr",
-        "batch_tokens",
-        "seed",
-        "params",
-      ], {
-        instanceKeys: keys,
-        distinct: true,
-        orderBy: ["series_id"],
-      }),
-    );
-    const windowRows = await query(
-      selectSql(EVAL_WINDOWS, ["series_id", "step", "domain", "window", "loss"], {
-        instanceKeys: keys,
-      }),
-    );
-    const curves = new Map<string, Curves>();
-    for (const r of windowRows) {
-      const id = String(r.series_id);
-      const c = curves.get(id) ?? new Map<number, Map<string, number>>();
-      curves.set(id, c);
-      const step = Number(r.step);
-      const w = c.get(step) ?? new Map<string, number>();
-      c.set(step, w);
-      w.set(`${r.domain}\t${r.window}`, Number(r.loss));
-    }
-    const series: SeriesMeta[] = seriesRows
-      .map((r) => ({
-        series_id: String(r.series_id),
-        label: String(r.label),
-        method: String(r.method),
-        k: asNumber(r.k),
-        nu: asNumber(r.nu),
-        lr: asNumber(r.lr),
-        batch_tokens: asNumber(r.batch_tokens),
-        seed: asNumber(r.seed),
-        params: parseParams(r.params),
-      }))
+    const evaluated = await readEvaluated(query, keys);
+    const curves: Map<string, Curves> = evaluated.losses;
+    const series: SeriesMeta[] = evaluated.series
       .filter((s) => curves.has(s.series_id));
     if (series.length === 0) {
       throw new Error(
