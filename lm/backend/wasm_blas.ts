@@ -14,14 +14,9 @@
 // (lm/backend/wasm_fast.ts's).
 import * as tf from "@tensorflow/tfjs-core";
 import type { Blas } from "./blas.ts";
+import { type KernelArgs, type KernelFn, replaceWasmKernel } from "./wasm_fast.ts";
 
 type Info = tf.TensorInfo;
-type KernelArgs = {
-  inputs: tf.NamedTensorInfoMap;
-  backend: tf.KernelBackend;
-  attrs?: tf.NamedAttrMap;
-};
-type KernelFn = (args: KernelArgs) => Info | Info[];
 
 /** The parts of tfjs-backend-wasm 4.22's BackendWasm used here. */
 interface WasmBackend {
@@ -301,28 +296,15 @@ function sharedIdentity(original: KernelFn, args: KernelArgs): Info {
   return { dataId: x.dataId, shape: [...x.shape], dtype: x.dtype };
 }
 
-function replace(name: string, fn: (original: KernelFn, args: KernelArgs) => Info): void {
-  const config = tf.getKernel(name, "wasm");
-  if (!config) throw new Error(`wasm backend has no ${name} kernel to replace`);
-  const original = config.kernelFunc as KernelFn;
-  tf.unregisterKernel(name, "wasm");
-  tf.registerKernel({
-    kernelName: name,
-    backendName: "wasm",
-    setupFunc: config.setupFunc,
-    kernelFunc: ((args: KernelArgs) => fn(original, args)) as unknown as tf.KernelFunc,
-  });
-}
-
 /**
  * Wrap the wasm BatchMatMul, _FusedMatMul, Sum and Identity kernels (once); they use the
  * BLAS set by useBlas, or the kernels they wrap when it is null.
  */
 export function installBlasKernels(): void {
   if (installed) return;
-  replace("BatchMatMul", blasBatchMatMul);
-  replace("_FusedMatMul", blasFusedMatMul);
-  replace("Sum", blasSum);
-  replace("Identity", sharedIdentity);
+  replaceWasmKernel("BatchMatMul", blasBatchMatMul);
+  replaceWasmKernel("_FusedMatMul", blasFusedMatMul);
+  replaceWasmKernel("Sum", blasSum);
+  replaceWasmKernel("Identity", sharedIdentity);
   installed = true;
 }

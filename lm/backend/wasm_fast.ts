@@ -24,12 +24,12 @@
 import * as tf from "@tensorflow/tfjs-core";
 
 type Info = tf.TensorInfo;
-type KernelArgs = {
+export type KernelArgs = {
   inputs: tf.NamedTensorInfoMap;
   backend: tf.KernelBackend;
   attrs?: tf.NamedAttrMap;
 };
-type KernelFn = (args: KernelArgs) => Info | Info[];
+export type KernelFn = (args: KernelArgs) => Info | Info[];
 
 /** The parts of tfjs-backend-wasm 4.22's BackendWasm this module uses. */
 interface WasmModule {
@@ -365,7 +365,11 @@ function fastUnpack(original: KernelFn, args: KernelArgs): Info[] {
   return outs;
 }
 
-function replace(name: string, fn: (original: KernelFn, args: KernelArgs) => Info | Info[]): void {
+/** Re-register a wasm kernel as `fn`, which may call the kernel it replaces (`original`). */
+export function replaceWasmKernel(
+  name: string,
+  fn: (original: KernelFn, args: KernelArgs) => Info | Info[],
+): void {
   const config = tf.getKernel(name, "wasm");
   if (!config) throw new Error(`wasm backend has no ${name} kernel to replace`);
   const original = config.kernelFunc as KernelFn;
@@ -384,8 +388,8 @@ export function installFastWasmMatMul(): void {
   if (!tf.getKernel("BatchMatMul", "wasm") || !tf.getKernel("Transpose", "wasm")) {
     throw new Error("wasm backend has no BatchMatMul / Transpose kernel to replace");
   }
-  replace("BatchMatMul", fastBatchMatMul);
-  replace("Transpose", fastTranspose);
-  if (tf.getKernel("Unpack", "wasm")) replace("Unpack", fastUnpack);
+  replaceWasmKernel("BatchMatMul", fastBatchMatMul);
+  replaceWasmKernel("Transpose", fastTranspose);
+  if (tf.getKernel("Unpack", "wasm")) replaceWasmKernel("Unpack", fastUnpack);
   installed = true;
 }
