@@ -10,6 +10,7 @@
 // `gap_intervals` and `gap_means` (steps/tables.ts).
 import { z } from "zod";
 import { defineStep, type InputRef, type InputValue } from "../pipeline/step.ts";
+import { canonicalJson, sha256Hex } from "../pipeline/hash.ts";
 import { type GapInterval, pairedBootstrap, type PairedWindows } from "../lm/eval/bootstrap.ts";
 import { trainingIdentity } from "./savings.ts";
 import {
@@ -125,21 +126,10 @@ export function parseParams(v: unknown): Record<string, unknown> {
   return v && typeof v === "object" ? v as Record<string, unknown> : {};
 }
 
-function sortKeys(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(sortKeys);
-  if (v && typeof v === "object") {
-    return Object.fromEntries(
-      Object.entries(v as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b))
-        .map(([k, x]) => [k, sortKeys(x)]),
-    );
-  }
-  return v;
-}
-
 /** What a series is apart from its seed: series of several seeds pool on this. */
 export function poolIdentity(s: SeriesMeta): string {
   const { seed: _seed, backend_version: _v, ...rest } = s.params;
-  return JSON.stringify(sortKeys({ method: s.method, label: s.label, params: rest }));
+  return canonicalJson({ method: s.method, label: s.label, params: rest });
 }
 
 /** The training params recorded with a series (`params.train`), if any. */
@@ -304,7 +294,7 @@ export const intervalsStep = defineStep({
         written += perStep.length;
       }
       if (pairings.length > 1) {
-        const id = `pooled:${(await sha256Hex(pool)).slice(0, 16)}`;
+        const id = `pooled:${sha256Hex(pool).slice(0, 16)}`;
         const { perStep, means } = intervalRows(pairings, id, params);
         appendRows(ctx.results, GAP_INTERVALS, perStep);
         appendRows(ctx.results, GAP_MEANS, means);
@@ -318,8 +308,3 @@ export const intervalsStep = defineStep({
     }
   },
 });
-
-async function sha256Hex(text: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-}

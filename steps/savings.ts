@@ -5,6 +5,7 @@
 // See lm/eval/savings.ts for the definitions.
 import { z } from "zod";
 import { defineStep, type InputRef, type InputValue } from "../pipeline/step.ts";
+import { canonicalJson } from "../pipeline/hash.ts";
 import {
   computeSavings,
   type CurvePoint,
@@ -38,22 +39,11 @@ interface SeriesMeta {
   params: Record<string, unknown>;
 }
 
-function sortKeys(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(sortKeys);
-  if (v && typeof v === "object") {
-    return Object.fromEntries(
-      Object.entries(v as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b))
-        .map(([k, x]) => [k, sortKeys(x)]),
-    );
-  }
-  return v;
-}
-
 /** Which training run a series comes from: its training params and seed, else lr + batch size. */
 export function trainingIdentity(s: SeriesMeta): string {
   const train = s.params.train;
   if (train && typeof train === "object") {
-    return "train:" + JSON.stringify(sortKeys({ train, seed: s.params.seed ?? null }));
+    return "train:" + canonicalJson({ train, seed: s.params.seed ?? null });
   }
   return `lr:${s.lr}|batch_tokens:${s.batch_tokens}`;
 }
