@@ -196,12 +196,25 @@ blas = re.findall(r"(BLAS_INFO=[^,]*|LAPACK_INFO=[^,]*)", torch.__config__.show(
 lib = "/usr/lib/x86_64-linux-gnu/libblas.so.3"
 if os.path.exists(lib):
     blas.append("libblas.so.3 -> " + os.path.realpath(lib))
+openblas = None
+if os.path.exists(lib):
+    import ctypes
+    try:
+        openblas = ctypes.CDLL(os.path.realpath(lib))
+        openblas.openblas_get_num_threads()
+    except (OSError, AttributeError):
+        openblas = None
 print(json.dumps({"torch": torch.__version__, "blas": blas}), flush=True)
 for line in sys.stdin:
     cmd = line.split()
     if cmd[0] == "threads":
         torch.set_num_threads(int(cmd[1]))
-        print(json.dumps({"threads": torch.get_num_threads()}), flush=True)
+        # A "generic" BLAS (Debian's build) is not told torch's thread count: OpenBLAS
+        # keeps its own pool of all cores unless set here, in the library torch loaded.
+        if openblas is not None:
+            openblas.openblas_set_num_threads(int(cmd[1]))
+        print(json.dumps({"threads": torch.get_num_threads(),
+                          "blas_threads": openblas.openblas_get_num_threads() if openblas else None}), flush=True)
     elif cmd[0] == "step":
         t0 = time.perf_counter(); step()
         print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
@@ -315,7 +328,12 @@ async function main(): Promise<void> {
   try {
     for (const threads of a.threads) {
       const inEffect = blas ? blas.setThreads(threads) : info.threads;
-      if (torch) await torch.ask(`threads ${threads}`);
+      const set = torch ? await torch.ask(`threads ${threads}`) : null;
+      if (set) {
+        console.log(
+          `  pytorch: ${set.threads} intra-op thread(s), BLAS ${set.blas_threads ?? "?"} thread(s)`,
+        );
+      }
       await tfjs.step(); // warm-up: kernel set-up, optimizer slots, BLAS buffers
       if (torch) await torch.ask("step");
       const withPlain = a.plain && blas !== null && threads === 1;

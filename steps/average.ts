@@ -80,6 +80,8 @@ export const averageStep = defineStep({
     const started = performance.now();
     const result = await averageCheckpoints(checkpoints, opts, ctx.outDir, {
       signal: ctx.signal,
+      durable: false, // the cache fsyncs every output when it commits this step
+
       onProgress: (done, total, info) => {
         if (done === 0) ctx.progress.start(label, total, "ckpt");
         else ctx.progress.update(done, info);

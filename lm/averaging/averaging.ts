@@ -1,26 +1,16 @@
 // Checkpoint averaging: LAWA (the paper's Algorithm 1), EMA and SWA (Algorithm 2), and
 // the linear interpolation behind the linear-mode-connectivity figure.
 //
-// Everything streams: one accumulator the size of the model plus one tensor being read
-// (a fresh window: 4 MiB per member, its members summed chunk by chunk in one pass).
-// Consecutive LAWA windows reuse the accumulated sum (add the newest members, subtract
-// the ones that left) with an exact recompute every `recomputeEvery` windows so rounding
-// error cannot build up. Every float dtype (F32, F64, F16, BF16) is
-// decoded and accumulated in float64 (or float32 if asked); integer tensors are copied
-// from the newest member. Tensor names are matched after stripping `_orig_mod.` and
-// `module.` prefixes (torch.compile and DDP wrappers).
-import {
-  blendInto,
-  type DType,
-  DTYPE_BYTES,
-  encodeFloats,
-  isFloatDType,
-  numelOf,
-  SafetensorsWriter,
-  type TensorSpec,
-} from "../checkpoints/safetensors.ts";
+// Everything streams (lm/averaging/accumulator.ts): a fresh LAWA window is summed chunk
+// by chunk straight into its output file; consecutive LAWA windows that overlap reuse
+// the accumulated sum (add the newest members, subtract the ones that left) with an
+// exact recompute every `recomputeEvery` windows so rounding error cannot build up.
+// Tensor names are matched after stripping `_orig_mod.` and `module.` prefixes
+// (torch.compile and DDP wrappers).
+import { isFloatDType } from "../checkpoints/safetensors.ts";
 import { CheckpointReader } from "../checkpoints/sharded.ts";
 import { checkpointFileName } from "../checkpoints/series.ts";
+import { Accumulator, type OutputFile, type TensorLayout } from "./accumulator.ts";
 import {
   type AverageOptions,
   type BlendStep,
@@ -32,10 +22,10 @@ import {
   methodParams,
   planEmaSwa,
   planLawa,
+  planLawaUpdates,
   type Window,
 } from "./plan.ts";
 
-/** A checkpoint to average: the training step it was taken at and its file (or folder/index). */
 /** Strip leading wrapper prefixes: `_orig_mod.` (torch.compile), `module.` (DDP). */
 export function normalizeTensorName(name: string): string {
   let n = name;
@@ -48,12 +38,6 @@ export function normalizeTensorName(name: string): string {
 
 // ---------------------------------------------------------------------------------------
 // Schema: every member must hold the same tensors with the same shapes.
-
-interface TensorLayout {
-  name: string;
-  shape: number[];
-  isFloat: boolean;
-}
 
 function describe(ref: CheckpointRef): string {
   return `checkpoint at step ${ref.step} (${ref.path})`;
@@ -115,190 +99,6 @@ export async function openAndCheck(
 }
 
 // ---------------------------------------------------------------------------------------
-// The accumulator: one float array per float tensor of the model.
-
-/** Bytes of one member's chunk in Accumulator.sumOf: it and the sum stay in cache. */
-const SUM_CHUNK_BYTES = 1 << 21;
-
-/**
- * acc = xs[0] + xs[1] + ... in float64, up to four members per pass. Additions run left
- * to right in member order and a Float64Array holds a double exactly, so the result is
- * bit-identical to adding one member per pass, with fewer loads and stores of acc.
- */
-function sumF32Into(acc: Float64Array, xs: Float32Array[]): void {
-  const n = acc.length;
-  let j = 0;
-  for (let first = true; j < xs.length; first = false) {
-    const m = Math.min(4, xs.length - j);
-    const [a, b, c, d] = [xs[j], xs[j + 1], xs[j + 2], xs[j + 3]];
-    if (first) {
-      if (m === 4) { for (let i = 0; i < n; i++) acc[i] = a[i] + b[i] + c[i] + d[i]; }
-      else if (m === 3) { for (let i = 0; i < n; i++) acc[i] = a[i] + b[i] + c[i]; }
-      else if (m === 2) { for (let i = 0; i < n; i++) acc[i] = a[i] + b[i]; }
-      else acc.set(a);
-    } else {
-      if (m === 4) { for (let i = 0; i < n; i++) acc[i] = acc[i] + a[i] + b[i] + c[i] + d[i]; }
-      else if (m === 3) { for (let i = 0; i < n; i++) acc[i] = acc[i] + a[i] + b[i] + c[i]; }
-      else if (m === 2) { for (let i = 0; i < n; i++) acc[i] = acc[i] + a[i] + b[i]; }
-      else for (let i = 0; i < n; i++) acc[i] += a[i];
-    }
-    j += m;
-  }
-}
-
-/** Read exactly `into.length` bytes at `position` of an open file. */
-async function readAt(file: Deno.FsFile, position: number, into: Uint8Array, path: string) {
-  await file.seek(position, Deno.SeekMode.Start);
-  let done = 0;
-  while (done < into.length) {
-    const n = await file.read(into.subarray(done));
-    if (n === null) throw new Error(`${path}: truncated file at offset ${position + done}`);
-    done += n;
-  }
-}
-
-class Accumulator {
-  private readonly sums = new Map<string, Float64Array | Float32Array>();
-  /** Two scratch buffers, shared by reading (prefetch) and writing (encode while writing). */
-  private buffers: [ArrayBuffer, ArrayBuffer];
-  bytesRead = 0;
-  checkpointReads = 0;
-
-  constructor(
-    private readonly layout: TensorLayout[],
-    precision: "float64" | "float32",
-    maxTensorBytes: number,
-  ) {
-    for (const t of layout) {
-      if (!t.isFloat) continue;
-      const n = numelOf(t.shape);
-      this.sums.set(t.name, precision === "float64" ? new Float64Array(n) : new Float32Array(n));
-    }
-    this.buffers = [new ArrayBuffer(maxTensorBytes), new ArrayBuffer(maxTensorBytes)];
-  }
-
-  /**
-   * acc = keep * acc + take * checkpoint, tensor by tensor. Two read buffers: the next
-   * tensor is read while the current one is blended.
-   */
-  async blend(reader: CheckpointReader, keep: number, take: number): Promise<void> {
-    const floats = this.layout.filter((t) => t.isFloat);
-    const buffers = this.buffers.map((b) => new Uint8Array(b));
-    let pending: Promise<Uint8Array> | null = null;
-    try {
-      if (floats.length > 0) pending = reader.readBytes(floats[0].name, buffers[0]);
-      for (let i = 0; i < floats.length; i++) {
-        const bytes: Uint8Array = await pending!;
-        pending = i + 1 < floats.length
-          ? reader.readBytes(floats[i + 1].name, buffers[(i + 1) % 2])
-          : null;
-        const dtype = reader.tensors.get(floats[i].name)!.dtype;
-        blendInto(this.sums.get(floats[i].name)!, bytes, dtype, keep, take);
-        this.bytesRead += bytes.length;
-      }
-    } finally {
-      await pending?.catch(() => {});
-      reader.close();
-    }
-    this.checkpointReads++;
-  }
-
-  /**
-   * acc = the sum of `members` (a fresh LAWA window), chunk by chunk of each float
-   * tensor: the same chunk of every member is read (all members at once, the next chunk
-   * while this one is added), then added up while it is in cache. The accumulator is
-   * written once instead of once per member, which is what bounded averaging speed (a
-   * memory-bound pass per member); the sums are the same, in the same order, as member
-   * by member. Memory: two chunk buffers per member, whatever the model's size.
-   */
-  async sumOf(members: CheckpointReader[]): Promise<void> {
-    const files = new Map<string, Deno.FsFile>();
-    const fileOf = async (path: string) => {
-      let f = files.get(path);
-      if (!f) files.set(path, f = await Deno.open(path, { read: true }));
-      return f;
-    };
-    const chunks = members.map(
-      () => [new ArrayBuffer(SUM_CHUNK_BYTES), new ArrayBuffer(SUM_CHUNK_BYTES)],
-    );
-    try {
-      for (const t of this.layout) {
-        if (!t.isFloat) continue;
-        const acc = this.sums.get(t.name)!;
-        const parts = members.map((m) => m.tensors.get(t.name)!);
-        const perChunk = SUM_CHUNK_BYTES / 8; // elements: an F64 member's chunk fits too
-        const read = (c: number) =>
-          Promise.all(parts.map(async (p, j) => {
-            const size = DTYPE_BYTES[p.dtype];
-            const from = c * perChunk, to = Math.min(acc.length, from + perChunk);
-            const bytes = new Uint8Array(chunks[j][c % 2], 0, (to - from) * size);
-            await readAt(await fileOf(p.file), p.begin + from * size, bytes, p.file);
-            return bytes;
-          }));
-        const nChunks = Math.ceil(acc.length / perChunk);
-        let pending = read(0);
-        for (let c = 0; c < nChunks; c++) {
-          const got = await pending;
-          if (c + 1 < nChunks) pending = read(c + 1);
-          const part = acc.subarray(c * perChunk, Math.min(acc.length, (c + 1) * perChunk));
-          if (part instanceof Float64Array && parts.every((p) => p.dtype === "F32")) {
-            sumF32Into(part, got.map((b) => new Float32Array(b.buffer, 0, part.length)));
-          } else {
-            got.forEach((bytes, j) => blendInto(part, bytes, parts[j].dtype, j === 0 ? 0 : 1, 1));
-          }
-        }
-        for (const p of parts) this.bytesRead += p.end - p.begin;
-      }
-    } finally {
-      for (const f of files.values()) f.close();
-    }
-    this.checkpointReads += members.length;
-  }
-
-  /**
-   * Write scale * acc as a safetensors file. Float tensors take the newest member's dtype
-   * (or F32); integer tensors are copied from the newest member.
-   */
-  async write(
-    path: string,
-    newest: CheckpointReader,
-    scale: number,
-    dtype: "source" | "float32",
-    metadata: Record<string, string>,
-  ): Promise<void> {
-    const specs: [string, TensorSpec][] = this.layout.map((t) => {
-      const stored = newest.tensors.get(t.name)!.dtype;
-      const out: DType = t.isFloat && dtype === "float32" ? "F32" : stored;
-      return [t.name, { dtype: out, shape: t.shape }];
-    });
-    const writer = await SafetensorsWriter.create(path, specs, metadata);
-    // Two output buffers: tensor i is written while tensor i+1 is encoded.
-    let pendingWrite: Promise<void> | null = null;
-    try {
-      for (const [i, [name, spec]] of specs.entries()) {
-        const need = numelOf(spec.shape) * DTYPE_BYTES[spec.dtype];
-        if (this.buffers[i % 2].byteLength < need) this.buffers[i % 2] = new ArrayBuffer(need);
-        const into = this.buffers[i % 2];
-        const sum = this.sums.get(name);
-        const bytes = sum
-          ? encodeFloats(sum, spec.dtype, scale, into)
-          : await newest.readBytes(name, new Uint8Array(into));
-        await pendingWrite;
-        pendingWrite = writer.write(name, bytes);
-      }
-      await pendingWrite;
-    } catch (e) {
-      await pendingWrite?.catch(() => {});
-      await writer.abort();
-      throw e;
-    } finally {
-      newest.close();
-    }
-    await writer.close();
-  }
-}
-
-// ---------------------------------------------------------------------------------------
 // Running a method over a list of checkpoints.
 
 export interface AveragedCheckpoint {
@@ -324,6 +124,8 @@ export interface AverageHooks {
   /** Called before the first output with the total, then after each output. */
   onProgress?: (done: number, total: number, info: string) => void;
   signal?: AbortSignal;
+  /** false: the caller fsyncs the outputs itself (the pipeline's cache does on commit). */
+  durable?: boolean;
 }
 
 /**
@@ -384,27 +186,30 @@ export async function averageCheckpoints(
   for (const b of blends) used.add(b.step);
   const usedRefs = [...used].sort((a, b) => a - b).map((s) => byStep.get(s)!);
   const { layout, readers } = await openAndCheck(usedRefs);
-  let maxBytes = 0;
-  for (const r of readers.values()) {
-    for (const t of r.tensors.values()) maxBytes = Math.max(maxBytes, t.end - t.begin);
-  }
-  const acc = new Accumulator(layout, opts.accumulate, maxBytes);
+  const acc = new Accumulator(layout, opts.accumulate);
   await Deno.mkdir(outDir, { recursive: true });
 
   const outputs: AveragedCheckpoint[] = [];
   const total = opts.method === "lawa" ? windows.length : blends.length;
   hooks.onProgress?.(0, total, "");
-  const emit = async (step: number, sources: number[], scale: number) => {
-    const file = checkpointFileName(step);
-    const metadata: Record<string, string> = {
+  /** Where output `step` goes, with metadata listing its sources. */
+  const outputFile = (step: number, sources: number[], scale: number): OutputFile => ({
+    path: `${outDir}/${checkpointFileName(step)}`,
+    newest: readers.get(step)!,
+    scale,
+    dtype: opts.dtype,
+    metadata: {
       format: "pt",
       method: opts.method,
       step: String(step),
       sources: JSON.stringify(sources),
       averaging: JSON.stringify(methodParams(opts)),
-    };
-    await acc.write(`${outDir}/${file}`, readers.get(step)!, scale, opts.dtype, metadata);
+    },
+    durable: hooks.durable ?? true,
+  });
+  const written = (step: number, sources: number[]) => {
     const tokens = byStep.get(step)!.tokens;
+    const file = checkpointFileName(step);
     outputs.push({ step, ...(tokens !== undefined ? { tokens } : {}), file, sources });
     const from = sources.length <= 8
       ? `steps ${sources.join(", ")}`
@@ -413,30 +218,31 @@ export async function averageCheckpoints(
   };
 
   if (opts.method === "lawa") {
-    const recomputeEvery = opts.recomputeEvery ?? opts.k;
-    let inAcc: number[] | null = null;
-    let incremental = 0;
-    for (const w of windows) {
+    const updates = planLawaUpdates(windows, opts.recomputeEvery ?? opts.k);
+    for (const [i, w] of windows.entries()) {
       hooks.signal?.throwIfAborted();
-      const add = inAcc ? w.members.filter((s) => !inAcc!.includes(s)) : w.members;
-      const remove = inAcc ? inAcc.filter((s) => !w.members.includes(s)) : [];
-      const cheaper = add.length + remove.length < w.members.length;
-      if (inAcc && cheaper && incremental < recomputeEvery) {
-        for (const s of remove) await acc.blend(readers.get(s)!, 1, -1);
-        for (const s of add) await acc.blend(readers.get(s)!, 1, 1);
-        incremental++;
+      const out = outputFile(w.step, w.members, 1 / w.members.length);
+      if (updates[i] === "incremental") {
+        const prev = windows[i - 1].members;
+        for (const s of prev.filter((s) => !w.members.includes(s))) {
+          await acc.blend(readers.get(s)!, 1, -1);
+        }
+        for (const s of w.members.filter((s) => !prev.includes(s))) {
+          await acc.blend(readers.get(s)!, 1, 1);
+        }
+        await acc.write(out);
       } else {
-        await acc.sumOf(w.members.map((s) => readers.get(s)!));
-        incremental = 0;
+        const members = w.members.map((s) => readers.get(s)!);
+        await acc.sumAndWrite(members, out, updates[i + 1] === "incremental");
       }
-      inAcc = w.members;
-      await emit(w.step, w.members, 1 / w.members.length);
+      written(w.step, w.members);
     }
   } else {
     for (const b of blends) {
       hooks.signal?.throwIfAborted();
       await acc.blend(readers.get(b.step)!, b.keep, b.take);
-      await emit(b.step, b.members, 1);
+      await acc.write(outputFile(b.step, b.members, 1));
+      written(b.step, b.members);
     }
   }
   return { outputs, skipped, checkpointReads: acc.checkpointReads, bytesRead: acc.bytesRead };

@@ -92,6 +92,32 @@ export function planLawa(
   return { windows, skipped };
 }
 
+/**
+ * How each LAWA window's sum is formed: "fresh" (the sum of its members) or
+ * "incremental" (the previous window's sum, plus the members that entered, minus those
+ * that left), when that reads fewer checkpoints. After `recomputeEvery` incremental
+ * windows in a row the next is fresh, so rounding error cannot build up.
+ */
+export function planLawaUpdates(
+  windows: Window[],
+  recomputeEvery: number,
+): ("fresh" | "incremental")[] {
+  let run = 0;
+  return windows.map((w, i) => {
+    const prev = windows[i - 1]?.members;
+    const changes = prev
+      ? w.members.filter((s) => !prev.includes(s)).length +
+        prev.filter((s) => !w.members.includes(s)).length
+      : Infinity;
+    if (changes < w.members.length && run < recomputeEvery) {
+      run++;
+      return "incremental";
+    }
+    run = 0;
+    return "fresh";
+  });
+}
+
 /** One EMA/SWA update: acc = keep * acc + take * checkpoint(step), then an output. */
 export interface BlendStep {
   step: number;

@@ -233,6 +233,21 @@ export class SafetensorsReader {
     return buf;
   }
 
+  /** `into.length` bytes of one tensor starting `byteOffset` bytes into it. */
+  async readSlice(name: string, byteOffset: number, into: Uint8Array): Promise<Uint8Array> {
+    const t = this.byName.get(name);
+    if (!t) throw new Error(`${this.header.path}: no tensor named "${name}"`);
+    if (byteOffset < 0 || t.begin + byteOffset + into.length > t.end) {
+      throw new Error(
+        `${this.header.path}: bytes ${byteOffset}..${
+          byteOffset + into.length
+        } are outside tensor "${name}" (${t.end - t.begin} bytes)`,
+      );
+    }
+    await readExactly(this.file, t.begin + byteOffset, into, this.header.path);
+    return into;
+  }
+
   close(): void {
     this.file.close();
   }
@@ -389,6 +404,9 @@ export interface TensorSpec {
   shape: number[];
 }
 
+/** Largest single write; see SafetensorsWriter.writeAll. */
+const WRITE_PIECE_BYTES = 1 << 22;
+
 function tempPathFor(path: string): string {
   return `${path}.tmp-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
 }
@@ -441,9 +459,17 @@ export class SafetensorsWriter {
     return writer;
   }
 
+  /**
+   * Write in pieces of at most WRITE_PIECE_BYTES: Deno's async write of one large buffer
+   * runs about 10x slower than the same bytes in 4 MiB pieces (measured on 200 MB:
+   * 0.47 s against 0.045 s), which bounded every checkpoint write.
+   */
   private async writeAll(bytes: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < bytes.length) done += await this.file.write(bytes.subarray(done));
+    for (let at = 0; at < bytes.length; at += WRITE_PIECE_BYTES) {
+      const piece = bytes.subarray(at, Math.min(bytes.length, at + WRITE_PIECE_BYTES));
+      let done = 0;
+      while (done < piece.length) done += await this.file.write(piece.subarray(done));
+    }
   }
 
   /** Write the next tensor's bytes (tensors must come in declaration order). */
@@ -462,13 +488,53 @@ export class SafetensorsWriter {
     this.next++;
   }
 
-  /** Flush, and atomically move the finished file into place. */
-  async close(): Promise<void> {
+  /**
+   * Write the next tensor from consecutive pieces of its bytes. The next piece is pulled
+   * while the previous one is being written, so a producer may alternate between two
+   * buffers: a piece's bytes are written before the piece after next is asked for.
+   */
+  async writePieces(name: string, pieces: AsyncIterable<Uint8Array>): Promise<void> {
+    const expected = this.order[this.next];
+    if (!expected || expected[0] !== name) {
+      throw new Error(
+        `${this.path}: tensor "${name}" written out of order (expected "${expected?.[0]}")`,
+      );
+    }
+    const need = numelOf(expected[1].shape) * DTYPE_BYTES[expected[1].dtype];
+    let written = 0;
+    let pending: Promise<void> | null = null;
+    try {
+      for await (const piece of pieces) {
+        await pending;
+        written += piece.length;
+        if (written > need) break;
+        pending = this.writeAll(piece);
+      }
+      await pending;
+    } finally {
+      await pending?.catch(() => {});
+    }
+    if (written !== need) {
+      throw new Error(
+        `${this.path}: tensor "${name}" got ${written > need ? "more than " : ""}${
+          Math.min(written, need)
+        } bytes, expected ${need}`,
+      );
+    }
+    this.next++;
+  }
+
+  /**
+   * Flush (unless `durable: false`: for a caller that fsyncs the finished file itself,
+   * as the pipeline's cache does when it commits a step's outputs), and atomically move
+   * the finished file into place.
+   */
+  async close(options: { durable?: boolean } = {}): Promise<void> {
     if (this.next !== this.order.length) {
       await this.abort();
       throw new Error(`${this.path}: closed after ${this.next} of ${this.order.length} tensors`);
     }
-    await this.file.sync();
+    if (options.durable !== false) await this.file.sync();
     this.file.close();
     await Deno.rename(this.tmp, this.path);
   }

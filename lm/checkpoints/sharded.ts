@@ -81,6 +81,18 @@ export class CheckpointReader {
 
   /** Raw bytes of one tensor (by caller-facing name), into `into` when it is large enough. */
   async readBytes(name: string, into?: Uint8Array): Promise<Uint8Array> {
+    const [reader, t] = await this.shardOf(name);
+    return await reader.readBytes(t.storedName, into);
+  }
+
+  /** `into.length` bytes of one tensor starting `byteOffset` bytes into it. */
+  async readSlice(name: string, byteOffset: number, into: Uint8Array): Promise<Uint8Array> {
+    const [reader, t] = await this.shardOf(name);
+    return await reader.readSlice(t.storedName, byteOffset, into);
+  }
+
+  /** The open shard holding tensor `name` (opened on first use, one handle per shard). */
+  private async shardOf(name: string): Promise<[SafetensorsReader, CheckpointTensor]> {
     const t = this.tensors.get(name);
     if (!t) throw new Error(`${this.path}: no tensor named "${name}"`);
     let reader = this.readers.get(t.file);
@@ -88,7 +100,7 @@ export class CheckpointReader {
       reader = await SafetensorsReader.open(t.file);
       this.readers.set(t.file, reader);
     }
-    return await reader.readBytes(t.storedName, into);
+    return [reader, t];
   }
 
   close(): void {

@@ -8,6 +8,7 @@ import {
   type CheckpointRef,
   planEmaSwa,
   planLawa,
+  planLawaUpdates,
   seriesLabel,
   typicalSpacing,
 } from "../../../lm/averaging/plan.ts";
@@ -144,6 +145,21 @@ Deno.test("LAWA membership: exact steps only, windows with a missing member are 
     () => planLawa(steps, { k: 2, nu: -1, interval: 1, start: 0 }),
     /nu must be a positive integer, got -1/,
   );
+});
+
+Deno.test("LAWA updates: incremental while it reads fewer checkpoints, fresh every recomputeEvery", () => {
+  const windows = (ends: number[], k: number, nu: number) =>
+    ends.map((t) => ({ step: t, members: Array.from({ length: k }, (_, j) => t - (k - 1 - j) * nu) }));
+  // Sliding by one checkpoint: one in, one out (2 < 5) until the recompute.
+  assert.deepEqual(
+    planLawaUpdates(windows([40, 50, 60, 70, 80, 90], 5, 10), 2),
+    ["fresh", "incremental", "incremental", "fresh", "incremental", "incremental"],
+  );
+  // Windows that share no member (interval >= k * nu) are always fresh.
+  assert.deepEqual(planLawaUpdates(windows([40, 90, 140], 5, 10), 5), ["fresh", "fresh", "fresh"]);
+  // k = 2 sliding by one: one in, one out is not fewer than 2 reads.
+  assert.deepEqual(planLawaUpdates(windows([10, 20, 30], 2, 10), 5), ["fresh", "fresh", "fresh"]);
+  assert.deepEqual(planLawaUpdates(windows([40, 50], 5, 10), 0), ["fresh", "fresh"]);
 });
 
 Deno.test("EMA/SWA plan follows Algorithm 2 (step_size, init_point, start)", () => {

@@ -1,6 +1,7 @@
-// A fresh LAWA window is summed chunk by chunk across its members (Accumulator.sumOf in
-// lm/averaging/averaging.ts): with tensors of several chunks and an uneven tail, in F32
-// and BF16, the output is bit-identical to the member-by-member float64 sum it replaces.
+// A fresh LAWA window is summed chunk by chunk across its members and streamed to its
+// file (Accumulator.sumAndWrite in lm/averaging/accumulator.ts): with tensors of several
+// chunks and an uneven tail, in F32 and BF16, the output is bit-identical to the
+// member-by-member float64 sum.
 import assert from "node:assert/strict";
 import { averageCheckpoints } from "../../../lm/averaging/averaging.ts";
 import { readSafetensorsF32, SafetensorsWriter } from "../../../lm/checkpoints/safetensors.ts";

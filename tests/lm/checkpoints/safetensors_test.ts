@@ -7,6 +7,7 @@ import {
   readSafetensorsF32,
   readSafetensorsHeader,
   SafetensorsReader,
+  SafetensorsWriter,
   writeSafetensors,
 } from "../../../lm/checkpoints/safetensors.ts";
 import { CheckpointReader } from "../../../lm/checkpoints/sharded.ts";
@@ -259,4 +260,57 @@ Deno.test("files we write load in the numpy reference reader", async (t) => {
       }
     });
   });
+});
+
+Deno.test("a tensor written in pieces reads back whole; slices read any part; sizes are checked", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "st-pieces-" });
+  try {
+    const values = Float32Array.from({ length: 1000 }, (_, i) => i * 0.5 - 7);
+    const bytes = new Uint8Array(values.buffer);
+    async function* piecesOf(data: Uint8Array, size: number) {
+      for (let at = 0; at < data.length; at += size) yield data.subarray(at, at + size);
+    }
+    const path = `${dir}/a.safetensors`;
+    const w = await SafetensorsWriter.create(path, [
+      ["x", { dtype: "F32", shape: [10, 100] }],
+      ["y", { dtype: "F32", shape: [1000] }],
+    ]);
+    await w.writePieces("x", piecesOf(bytes, 384));
+    await w.write("y", bytes);
+    await w.close({ durable: false });
+    const got = await readSafetensorsF32(path);
+    assert.deepEqual(got.tensors.x.data, values);
+    assert.deepEqual(got.tensors.y.data, values);
+
+    const reader = await SafetensorsReader.open(path);
+    try {
+      const slice = await reader.readSlice("x", 40, new Uint8Array(8));
+      assert.deepEqual(new Float32Array(slice.buffer), values.slice(10, 12));
+      await assert.rejects(
+        () => reader.readSlice("x", 3996, new Uint8Array(8)),
+        /bytes 3996\.\.4004 are outside tensor "x" \(4000 bytes\)/,
+      );
+    } finally {
+      reader.close();
+    }
+
+    const short = await SafetensorsWriter.create(`${dir}/b.safetensors`, [
+      ["x", { dtype: "F32", shape: [1000] }],
+    ]);
+    await assert.rejects(
+      () => short.writePieces("x", piecesOf(bytes.subarray(0, 3000), 1000)),
+      /tensor "x" got 3000 bytes, expected 4000/,
+    );
+    await short.abort();
+    const long = await SafetensorsWriter.create(`${dir}/c.safetensors`, [
+      ["x", { dtype: "F32", shape: [500] }],
+    ]);
+    await assert.rejects(
+      () => long.writePieces("x", piecesOf(bytes, 1500)),
+      /tensor "x" got more than 2000 bytes, expected 2000/,
+    );
+    await long.abort();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
