@@ -141,13 +141,18 @@ try {
   const copyDir = `${root}/copy`;
   console.log(`throughput (k=${k}, ${(readBytes / GB).toFixed(2)} GB read per run):`);
   const runAverage = (durable: boolean) => async () => {
-    const r = await averageCheckpoints(members, {
-      method: "lawa",
-      k,
-      nu: 1,
-      interval: 100,
-      start: k,
-    }, outDir, { durable });
+    const r = await averageCheckpoints(
+      members,
+      {
+        method: "lawa",
+        k,
+        nu: 1,
+        interval: 100,
+        start: k,
+      },
+      outDir,
+      { durable },
+    );
     if (r.outputs.length !== 1 || r.bytesRead !== readBytes) throw new Error("unexpected plan");
   };
   const runCopy = (durable: boolean) => async () => {
@@ -166,7 +171,9 @@ try {
   const compare = async (what: string, durable: boolean) => {
     console.log(`${what}:`);
     const avg = stats(await timeIt("LAWA window (average + write)", runAverage(durable), clearOut));
-    const copy = stats(await timeIt("baseline: copy the same 5 files", runCopy(durable), clearCopy));
+    const copy = stats(
+      await timeIt("baseline: copy the same 5 files", runCopy(durable), clearCopy),
+    );
     console.log(
       `  averaging ${(readBytes / GB / avg.median).toFixed(2)} GB/s (best ${
         (readBytes / GB / avg.min).toFixed(2)

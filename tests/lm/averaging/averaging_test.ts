@@ -149,7 +149,10 @@ Deno.test("LAWA membership: exact steps only, windows with a missing member are 
 
 Deno.test("LAWA updates: incremental while it reads fewer checkpoints, fresh every recomputeEvery", () => {
   const windows = (ends: number[], k: number, nu: number) =>
-    ends.map((t) => ({ step: t, members: Array.from({ length: k }, (_, j) => t - (k - 1 - j) * nu) }));
+    ends.map((t) => ({
+      step: t,
+      members: Array.from({ length: k }, (_, j) => t - (k - 1 - j) * nu),
+    }));
   // Sliding by one checkpoint: one in, one out (2 < 5) until the recompute.
   assert.deepEqual(
     planLawaUpdates(windows([40, 50, 60, 70, 80, 90], 5, 10), 2),
