@@ -262,14 +262,15 @@ Deno.test("files we write load in the numpy reference reader", async (t) => {
   });
 });
 
+async function* piecesOf(data: Uint8Array, size: number) {
+  for (let at = 0; at < data.length; at += size) yield data.subarray(at, at + size);
+}
+
 Deno.test("a tensor written in pieces reads back whole; slices read any part; sizes are checked", async () => {
   const dir = await Deno.makeTempDir({ prefix: "st-pieces-" });
   try {
     const values = Float32Array.from({ length: 1000 }, (_, i) => i * 0.5 - 7);
     const bytes = new Uint8Array(values.buffer);
-    async function* piecesOf(data: Uint8Array, size: number) {
-      for (let at = 0; at < data.length; at += size) yield data.subarray(at, at + size);
-    }
     const path = `${dir}/a.safetensors`;
     const w = await SafetensorsWriter.create(path, [
       ["x", { dtype: "F32", shape: [10, 100] }],
