@@ -15,9 +15,11 @@ import { type GapInterval, pairedBootstrap, type PairedWindows } from "../lm/eva
 import { trainingIdentity } from "./savings.ts";
 import {
   appendRows,
+  asNumber,
   EVAL_WINDOWS,
   GAP_INTERVALS,
   GAP_MEANS,
+  parseParams,
   selectSql,
   SERIES,
   tablesOf,
@@ -106,24 +108,6 @@ export async function readEvaluated(
     params: parseParams(r.params),
   }));
   return { series, losses };
-}
-
-export function asNumber(v: unknown): number | null {
-  if (v === null || v === undefined) return null;
-  const n = Number(v);
-  return Number.isFinite(n) ? n : null;
-}
-
-export function parseParams(v: unknown): Record<string, unknown> {
-  if (typeof v === "string") {
-    try {
-      const p = JSON.parse(v);
-      return p && typeof p === "object" ? p as Record<string, unknown> : {};
-    } catch {
-      return {};
-    }
-  }
-  return v && typeof v === "object" ? v as Record<string, unknown> : {};
 }
 
 /** What a series is apart from its seed: series of several seeds pool on this. */

@@ -19,14 +19,13 @@ import {
   signed,
 } from "../report/results_md.ts";
 import {
-  asNumber,
   meanOverSteps,
   pairWindows,
   poolIdentity,
   readEvaluated,
   type SeriesMeta,
 } from "./intervals.ts";
-import { EVAL_LOSS, GAP_MEANS, selectSql } from "./tables.ts";
+import { asNumber, EVAL_LOSS, GAP_MEANS, selectSql } from "./tables.ts";
 
 const Params = z.object({
   /** Pipeline name: results.md goes to artifacts/figures/<pipeline>/ beside the report. */

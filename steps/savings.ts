@@ -15,7 +15,9 @@ import {
 } from "../lm/eval/savings.ts";
 import {
   appendRows,
+  asNumber,
   EVAL_LOSS,
+  parseParams,
   SAVINGS,
   selectSql,
   SERIES,
@@ -46,24 +48,6 @@ export function trainingIdentity(s: SeriesMeta): string {
     return "train:" + canonicalJson({ train, seed: s.params.seed ?? null });
   }
   return `lr:${s.lr}|batch_tokens:${s.batch_tokens}`;
-}
-
-function asNumber(v: unknown): number | null {
-  if (v === null || v === undefined) return null;
-  const n = Number(v);
-  return Number.isFinite(n) ? n : null;
-}
-
-function parseParams(v: unknown): Record<string, unknown> {
-  if (typeof v === "string") {
-    try {
-      const p = JSON.parse(v);
-      return p && typeof p === "object" ? p as Record<string, unknown> : {};
-    } catch {
-      return {};
-    }
-  }
-  return v && typeof v === "object" ? v as Record<string, unknown> : {};
 }
 
 async function tableExists(

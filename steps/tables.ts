@@ -376,3 +376,26 @@ export function selectSql<T extends ResultsTable>(
     (where.length ? ` WHERE ${where.join(" AND ")}` : "") +
     (opts.orderBy?.length ? ` ORDER BY ${opts.orderBy.map(ident).join(", ")}` : "");
 }
+
+// ---------------------------------------------------------------------------------------
+// Reading rows back: DuckDB returns BIGINT as bigint, NULL as null, JSON as text.
+
+/** A numeric cell as a finite number, or null (NULL, missing, NaN). */
+export function asNumber(v: unknown): number | null {
+  if (v === null || v === undefined) return null;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : null;
+}
+
+/** A `params` cell (JSON text or an object) as an object; {} when it is not one. */
+export function parseParams(v: unknown): Record<string, unknown> {
+  if (typeof v === "string") {
+    try {
+      const p = JSON.parse(v);
+      return p && typeof p === "object" ? p as Record<string, unknown> : {};
+    } catch {
+      return {};
+    }
+  }
+  return v && typeof v === "object" ? v as Record<string, unknown> : {};
+}

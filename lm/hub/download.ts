@@ -18,7 +18,7 @@
 // snapshots/<commit>/) is listed and read from there, still size and hash checked.
 import { downloadFile, fileDownloadInfo, modelInfo, pathsInfo } from "@huggingface/hub";
 import { createHash } from "node:crypto";
-import { addToSnapshot, blobPath, cachedSnapshot, withBlobLock } from "./hf_cache.ts";
+import { addToSnapshot, blobPath, cachedSnapshot, exists, withBlobLock } from "./hf_cache.ts";
 
 export const DEFAULT_ENDPOINT = "https://huggingface.co";
 
@@ -111,15 +111,6 @@ export async function listRevision(
       );
     }
     throw new Error(`hub: ${repo} revision ${revision} at ${access.endpoint}: ${oneLine(e)}`);
-  }
-}
-
-async function exists(path: string): Promise<Deno.FileInfo | null> {
-  try {
-    return await Deno.stat(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return null;
-    throw e;
   }
 }
 

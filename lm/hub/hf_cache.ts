@@ -26,7 +26,8 @@ export function blobPath(cache: string, repo: string, etag: string): string {
   return `${cache}/${repoFolder(repo)}/blobs/${etag}`;
 }
 
-async function exists(path: string): Promise<Deno.FileInfo | null> {
+/** The file's info, or null when there is nothing at `path`. */
+export async function exists(path: string): Promise<Deno.FileInfo | null> {
   try {
     return await Deno.stat(path);
   } catch (e) {
