@@ -14,6 +14,7 @@ import { withSharedLock } from "./shared_lock.ts";
 import { createSink } from "./sink.ts";
 import { stepErrorText } from "./errors.ts";
 import type { Reporter } from "./progress.ts";
+import { codePartsOf } from "./fingerprint.ts";
 
 export interface BuildRequest {
   instance: Instance;
@@ -124,6 +125,7 @@ export async function buildInstance(req: BuildRequest): Promise<BuildResult> {
         ) => [n, Array.isArray(v) ? v.map((x) => x.key) : v.key]),
       ),
       keyParts: parts,
+      codeParts: codePartsOf(parts.code),
       started: started.toISOString(),
       finished: finished.toISOString(),
       duration_s: (finished.getTime() - started.getTime()) / 1000,

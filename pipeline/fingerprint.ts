@@ -23,6 +23,10 @@
 // Parsing costs a few milliseconds per module, so meanings are cached by the sha256 of
 // the source text: per process, and (optionally) in a JSON file, so that a rerun where
 // nothing changed does not load the parser at all.
+//
+// Beside each fingerprint, its parts are kept compactly (`CodeParts`: a short hash per
+// reached declaration of each module, the package versions), so that a cache entry's
+// manifest can record them and --dry-run can say which module and declaration changed.
 import { relative } from "node:path";
 import { fileURLToPath as fromFileUrl } from "node:url";
 import type { StepKind } from "./step.ts";
@@ -43,6 +47,70 @@ const MAX_PERSISTED = 5000;
 
 /** Meanings by sha256 of the source text, shared by every Fingerprinter of the process. */
 const processMeanings = new Map<string, ModuleMeaning>();
+
+/** Hex digits kept of each declaration's hash in `CodeParts` (enough to tell an edit). */
+const SHORT_HASH = 8;
+
+/**
+ * What a code fingerprint was computed from, for telling which code changed. Modules by
+ * path from the project root, each as one line of `name:hash` pairs: a short hash per
+ * top-level declaration reached, `(imports)` for its import and export lines, `(load)`
+ * for statements that run on load and declare nothing. Packages by name (`npm:zod`)
+ * with their pinned version ("" when unpinned).
+ */
+export interface CodeParts {
+  modules: Record<string, string>;
+  packages: Record<string, string>;
+  /** The step kind's `version`, when it stands in for the local modules (then empty). */
+  version?: string;
+}
+
+/** Name of the import and export lines of a module in `CodeParts`. */
+export const IMPORTS_PART = "(imports)";
+/** Name of the top-level statements that run on load and declare nothing. */
+export const LOAD_PART = "(load)";
+/** The whole entry of a module that could not be read. */
+export const MISSING_PART = "(missing)";
+
+/** Parts of the fingerprints computed in this process, by fingerprint. */
+const partsByFingerprint = new Map<string, CodeParts>();
+
+/** The parts of a code fingerprint computed in this process (undefined for any other). */
+export function codePartsOf(fingerprint: string): CodeParts | undefined {
+  return partsByFingerprint.get(fingerprint);
+}
+
+/** A module's line of `CodeParts` as declaration name -> short hash. */
+export function declarationHashes(line: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const pair of line.split(" ")) {
+    const colon = pair.lastIndexOf(":");
+    if (colon > 0) out.set(pair.slice(0, colon), pair.slice(colon + 1));
+  }
+  return out;
+}
+
+/** `npm:@scope/name@1.2.3/sub` -> [`npm:@scope/name`, `1.2.3`]; no version -> "". */
+export function packageVersion(resolved: string): [string, string] {
+  const scheme = /^(npm|jsr):/.exec(resolved)?.[0] ?? "";
+  const rest = resolved.slice(scheme.length);
+  const at = rest.indexOf("@", 1);
+  if (at < 0) return [resolved, ""];
+  return [scheme + rest.slice(0, at), rest.slice(at + 1).split("/")[0]];
+}
+
+/** One module's line in `CodeParts`: its head, then the reached units by declared name. */
+function moduleParts(m: ModuleMeaning, reached: number[]): string {
+  const hashes = new Map<string, string[]>([[IMPORTS_PART, [m.head]]]);
+  for (const i of reached) {
+    const unit = m.units[i];
+    const name = unit.declares.length ? unit.declares.join("/") : LOAD_PART;
+    hashes.set(name, [...hashes.get(name) ?? [], unit.hash]);
+  }
+  return [...hashes].map(([name, list]) =>
+    `${name}:${(list.length === 1 ? list[0] : sha256Hex(list.join(" "))).slice(0, SHORT_HASH)}`
+  ).join(" ");
+}
 
 /** A module whose meaning stands for a JSON file: its bytes, as one effect. */
 function jsonMeaning(source: string): ModuleMeaning {
@@ -308,24 +376,36 @@ export class Fingerprinter {
       }
     }
     const files: Record<string, { head: string; units: string[] }> = {};
+    const modules: CodeParts["modules"] = {};
     const reached = reachedUnits(kind.module, meanings, (spec, from) => {
       const target = resolveLocal(spec, from);
       return target !== null && meanings.has(target) ? target : null;
     });
     for (const [url, indices] of reached) {
       const m = meanings.get(url)!;
-      files[relative(root, fromFileUrl(url))] = {
-        head: m.head,
-        units: [...indices].sort((a, b) => a - b).map((i) => m.units[i].hash),
-      };
+      const sorted = [...indices].sort((a, b) => a - b);
+      const path = relative(root, fromFileUrl(url));
+      files[path] = { head: m.head, units: sorted.map((i) => m.units[i].hash) };
+      modules[path] = moduleParts(m, sorted);
     }
-    for (const path of missing) files[path] = { head: "missing", units: [] };
+    for (const path of missing) {
+      files[path] = { head: "missing", units: [] };
+      modules[path] = MISSING_PART;
+    }
     for (const extra of kind.extraPackages ?? []) resolvePackage(extra);
     await this.save();
+    const versions = Object.fromEntries(Object.values(packages).map(packageVersion));
+    let fingerprint: string;
+    let parts: CodeParts;
     if (kind.version !== undefined) {
       // The author vouches that the local code means `version`: only packages count.
-      return hashJson({ version: kind.version, packages });
+      fingerprint = hashJson({ version: kind.version, packages });
+      parts = { modules: {}, packages: versions, version: kind.version };
+    } else {
+      fingerprint = hashJson({ format: MEANING_FORMAT, files, packages });
+      parts = { modules, packages: versions };
     }
-    return hashJson({ format: MEANING_FORMAT, files, packages });
+    partsByFingerprint.set(fingerprint, parts);
+    return fingerprint;
   }
 }

@@ -11,6 +11,7 @@
 // damaged entry is never used: the runner rebuilds it.
 import { hashFile, hashJson } from "./hash.ts";
 import { onDisk } from "./errors.ts";
+import type { CodeParts } from "./fingerprint.ts";
 
 export const MANIFEST = "manifest.json";
 /** Folder inside an entry where result rows are kept, one `<table>.jsonl` per table. */
@@ -32,6 +33,8 @@ export interface Manifest {
   inputs: Record<string, string | string[]>;
   /** Everything the key was computed from (compared by --dry-run to explain a rerun). */
   keyParts: KeyParts;
+  /** What `keyParts.code` was computed from, so --dry-run can name the code that changed. */
+  codeParts?: CodeParts;
   /** Relative path -> size and sha256 (plain SHA-256 of the whole file). */
   outputs: Record<string, OutputFile>;
   /** sha256 over the sorted (path, sha256) list: the identity of the outputs. */
