@@ -1,11 +1,22 @@
 import assert from "node:assert/strict";
-import { Fingerprinter, loadTypescript, moduleMeaning } from "../../pipeline/fingerprint.ts";
+import {
+  codePartsOf,
+  declarationHashes,
+  Fingerprinter,
+  loadTypescript,
+  moduleMeaning,
+  packageVersion,
+} from "../../pipeline/fingerprint.ts";
 import type { StepKind } from "../../pipeline/step.ts";
 import { TOY_KINDS } from "../fixtures/toy/registry.ts";
 import { TOY_DIR } from "./toy_helpers.ts";
 import { copyToyWithKinds } from "./toy_copy.ts";
 
 const ts = await loadTypescript();
+/** How the project pins zod (the toy steps import it). */
+const TOY_ZOD: string = JSON.parse(
+  await Deno.readTextFile(new URL("../../deno.json", import.meta.url)),
+).imports.zod;
 const parsed = (source: string) => moduleMeaning(ts, source, "m.ts");
 /** The whole module's meaning, as one string (imports, exports and every unit). */
 const meaning = (source: string) => {
@@ -241,4 +252,47 @@ Deno.test("npm packages enter the fingerprint with their pinned versions", async
   }
   assert.ok(TOY_DIR.endsWith("/toy/"));
   assert.equal(TOY_KINDS.length, 5);
+});
+
+Deno.test("a fingerprint's parts hash each reached declaration of each module", async () => {
+  const { dir, kinds } = await copyToyWithKinds();
+  try {
+    const square = kinds.find((k) => k.name === "square")!;
+    const partsNow = async () => codePartsOf(await new Fingerprinter().kind(square))!;
+    const before = await partsNow();
+    // (The copy's import of the engine's step.ts points outside the temp folder.)
+    assert.deepEqual(Object.keys(before.modules).filter((p) => p.startsWith("steps/")).sort(), [
+      "steps/io.ts",
+      "steps/math.ts",
+      "steps/square.ts",
+    ]);
+    const math = declarationHashes(before.modules["steps/math.ts"]);
+    assert.deepEqual([...math.keys()], ["(imports)", "square", "sleep"]);
+    assert.equal(before.packages["npm:zod"], packageVersion(TOY_ZOD)[1]);
+    assert.equal(codePartsOf("not a fingerprint"), undefined);
+
+    const text = await Deno.readTextFile(`${dir}/steps/math.ts`);
+    await Deno.writeTextFile(
+      `${dir}/steps/math.ts`,
+      text.replace("setTimeout(resolve, ms)", "setTimeout(resolve, ms + 1)"),
+    );
+    const after = await partsNow();
+    const edited = declarationHashes(after.modules["steps/math.ts"]);
+    assert.notEqual(edited.get("sleep"), math.get("sleep"));
+    assert.equal(edited.get("square"), math.get("square"));
+    assert.equal(after.modules["steps/square.ts"], before.modules["steps/square.ts"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("package versions are read from pinned specifiers", () => {
+  assert.deepEqual(packageVersion("npm:@tensorflow/tfjs-core@4.22.0"), [
+    "npm:@tensorflow/tfjs-core",
+    "4.22.0",
+  ]);
+  assert.deepEqual(packageVersion("npm:zod@4.6.7/mini"), ["npm:zod", "4.6.7"]);
+  assert.deepEqual(packageVersion("jsr:@std/path@1.0.8"), ["jsr:@std/path", "1.0.8"]);
+  assert.deepEqual(packageVersion("npm:@scope/name"), ["npm:@scope/name", ""]);
+  assert.deepEqual(packageVersion("left-pad"), ["left-pad", ""]);
 });
