@@ -13,6 +13,7 @@ import { runPipeline, type RunSummary } from "./runner.ts";
 import { createReporter, formatDuration, type Reporter } from "./progress.ts";
 import { pipelineStatus } from "./status.ts";
 import { collectGarbage } from "./gc.ts";
+import { parseAge, recordRun } from "./run_records.ts";
 import { UserError } from "./errors.ts";
 import { Fingerprinter } from "./fingerprint.ts";
 import { didYouMean } from "./suggest.ts";
@@ -56,6 +57,8 @@ const FLAGS = {
   instance: { type: "string" },
   key: { type: "string" },
   inputs: { type: "string" },
+  "older-than": { type: "string" },
+  "keep-runs": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -63,11 +66,15 @@ const USAGE = `usage:
   run <pipeline> [--jobs N] [--dry-run] [--force NODE|KIND]... [--set NODE.PARAM=VALUE]...
                  [--backend NAME] [--seed N | --seeds N] [--executor local|slurm]
   status <pipeline> [--verify] [--set NODE.PARAM=VALUE]... [--backend NAME] [--seed N | --seeds N]
-  gc [--dry-run]
+  gc [--dry-run] [--older-than AGE] [--keep-runs N]
   ${RUN_INSTANCE_USAGE}   (what a cluster job runs)
 common flags: --artifacts DIR (default $LAWA_ARTIFACTS or "artifacts"), --configs DIR (default "configs")
 <pipeline> is a file path or a name in the configs folder (name.yaml, .yml or .json)
---set takes a YAML value; a list where the step takes one value is a sweep (--set lawa.k=[2,5])`;
+--set takes a YAML value; a list where the step takes one value is a sweep (--set lawa.k=[2,5])
+gc keeps what a config in the configs folder reaches and what the newest complete run of each
+  command line reached (runs are recorded in <artifacts>/runs/); --older-than AGE (30m, 12h, 7d,
+  2w) stops counting runs that finished longer ago, --keep-runs N counts only the N newest
+  (0: configs only); by default no run is cut`;
 
 const PIPELINE_EXTENSIONS = /\.(ya?ml|json)$/;
 
@@ -240,6 +247,12 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
         backendVersion: backendIdentity,
         defaultBackend,
         dryRun: values["dry-run"] === true,
+        runs: {
+          olderThanMs: values["older-than"] === undefined
+            ? undefined
+            : parseAge(values["older-than"]),
+          keepRuns: intFlag("keep-runs", values["keep-runs"], 0),
+        },
       });
       stdout(report.text);
       return 0;
@@ -311,24 +324,26 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
         );
       }
     }
+    const pipelineArgs = [
+      ...(values.set ?? []).flatMap((s) => ["--set", s]),
+      ...(values.backend !== undefined ? ["--backend", values.backend] : []),
+      ...(values.seed !== undefined ? ["--seed", values.seed] : []),
+      ...(values.seeds !== undefined ? ["--seeds", values.seeds] : []),
+    ];
     const chosen = chooseExecutor({
       flag: values.executor,
       section: config.executor,
       pipeline,
       store,
       // The jobs read the pipeline as this run did: same file, overrides, backend, seeds.
-      cliArgs: [
-        ...(values.set ?? []).flatMap((s) => ["--set", s]),
-        ...(values.backend !== undefined ? ["--backend", values.backend] : []),
-        ...(values.seed !== undefined ? ["--seed", values.seed] : []),
-        ...(values.seeds !== undefined ? ["--seeds", values.seeds] : []),
-      ],
+      cliArgs: pipelineArgs,
     });
     const jobs = intFlag("jobs", values.jobs, 1) ?? chosen.defaultJobs;
     // Each cluster job is its own process, with its own backend.
     checkBackendOverrides(pipeline, backend, chosen.executor ? 1 : jobs);
     const dryRun = values["dry-run"] === true;
     const t0 = performance.now();
+    const started = new Date().toISOString();
     reporter.line(
       `${file}: ${pipeline.instances.length} instances, backend ${backend}, seed ${
         pipeline.seeds.length > 1 ? pipeline.seeds.join(",") : seed
@@ -346,6 +361,21 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
       executor: chosen.executor,
     });
     reporter.close();
+    if (!dryRun) {
+      // What this run reached, so that gc keeps it (configs alone miss --set, --seeds).
+      const reached = summary.outcomes.filter((o) => o.key !== null);
+      await recordRun(artifacts, {
+        pipeline: file,
+        args: pipelineArgs,
+        backend,
+        seeds: pipeline.seeds,
+        started,
+        finished: new Date().toISOString(),
+        complete: !summary.failed.length && !summary.skipped && !summary.cancelled,
+        keys: reached.map((o) => o.key!),
+        resumable: reached.filter((o) => o.instance.kind.resumable).map((o) => o.key!),
+      });
+    }
     if (dryRun) {
       const wouldRun = summary.outcomes.filter((o) => o.status === "would-run").length;
       stdout(`${wouldRun} would run, ${summary.cached} cached`);

@@ -1,5 +1,8 @@
-// `gc [--dry-run]`: remove cache entries that no pipeline in the configs folder reaches,
-// plus work folders that no running process holds and no config would resume.
+// `gc [--dry-run] [--older-than AGE] [--keep-runs N]`: remove cache entries that no
+// pipeline in the configs folder reaches and no recorded run reached, plus work folders
+// that no config or recorded run would resume. Nothing a live lock protects is touched:
+// gc takes each key's lock as a build would (the local flock and the cross-node owner
+// file, breaking a stale owner), and names each entry it skips because it is in use.
 //
 // An entry is reachable when planning some config computes its key. Planning follows
 // `run`: instances in order, each key from its params, code and its inputs' digests; an
@@ -9,6 +12,7 @@
 // so entries made with `--backend` / `--seed` overrides are kept. The work folder of an
 // interrupted resumable step (training) is kept when a config reaches its key. A config
 // that fails to load stops gc: deleting on a partial view could lose wanted entries.
+// Recorded runs (run_records.ts) add the keys their instances had, as they were.
 import { expandPipeline } from "./expand.ts";
 import { loadConfig } from "./config.ts";
 import { keyPartsOf } from "./runner.ts";
@@ -18,6 +22,9 @@ import { cacheKey, type KeyParts, type Manifest, type Store } from "./store.ts";
 import type { StepKind } from "./step.ts";
 import { Fingerprinter } from "./fingerprint.ts";
 import { tryFileLock } from "./lock.ts";
+import { lockHolder, type LockOwner, readOwner, trySharedLock } from "./shared_lock.ts";
+import { slurmJobAlive } from "./executors/slurm_commands.ts";
+import { chooseRuns, commandLine, readRunRecords, type RunCut } from "./run_records.ts";
 import { formatBytes } from "./status.ts";
 import { UserError } from "./errors.ts";
 
@@ -29,6 +36,10 @@ export interface GcOptions {
   backendVersion: (name: string) => string;
   defaultBackend: string;
   dryRun: boolean;
+  /** Which recorded runs count (default: the newest complete run of each command line). */
+  runs?: RunCut;
+  /** Whether a scheduler job holding a lock still runs (default: ask Slurm). */
+  jobAlive?: (job: string) => Promise<boolean | null>;
 }
 
 export interface GcReport {
@@ -50,11 +61,17 @@ async function configFiles(dir: string): Promise<string[]> {
   return files.sort();
 }
 
+/** Key -> why it is kept: the first config or recorded run that reaches it. */
 interface Plan {
-  /** Keys planning computed (whether or not their entries exist). */
-  reachable: Set<string>;
+  /** Keys planning computed or runs recorded (whether or not their entries exist). */
+  reachable: Map<string, string>;
   /** Of those, the keys of resumable steps (their work folders hold progress). */
-  resumable: Set<string>;
+  resumable: Map<string, string>;
+}
+
+function keep(plan: Plan, key: string, why: string, resumable: boolean): void {
+  if (!plan.reachable.has(key)) plan.reachable.set(key, why);
+  if (resumable && !plan.resumable.has(key)) plan.resumable.set(key, why);
 }
 
 /** Plan `pipeline` like `run` would, adding every key it computes to `plan`. */
@@ -65,6 +82,7 @@ async function planKeys(
   digests: Map<string, string>,
   fingerprinter: Fingerprinter,
   plan: Plan,
+  why: string,
 ): Promise<void> {
   const upstream = new Map<string, { key: string; digest: string } | null>();
   const keyOpts = { ...combo, backendVersion: opts.backendVersion };
@@ -75,17 +93,46 @@ async function planKeys(
       continue;
     }
     const key = cacheKey(parts as KeyParts);
-    plan.reachable.add(key);
-    if (instance.kind.resumable) plan.resumable.add(key);
+    keep(plan, key, why, instance.kind.resumable === true);
     const digest = digests.get(key);
     upstream.set(instance.id, digest ? { key, digest } : null);
   }
 }
 
-export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
+function ignoreNotFound(e: unknown): void {
+  if (!(e instanceof Deno.errors.NotFound)) throw e;
+}
+
+/** Who holds a lock, for the line that says an entry was skipped. */
+function holderText(holder: LockOwner | null): string {
+  if (holder === null) return "a process on this machine";
+  return `${holder.host} pid ${holder.pid}${holder.job ? ` (job ${holder.job})` : ""}`;
+}
+
+/**
+ * Hold `key`'s lock while removing what it protects, or learn who holds it. A dry run
+ * only looks: it takes nothing and breaks no stale owner file.
+ */
+async function holdKey(
+  opts: GcOptions,
+  key: string,
+): Promise<{ release: () => Promise<void> } | { holder: LockOwner | null }> {
+  const path = opts.store.lockPath(key);
+  const jobAlive = opts.jobAlive ?? slurmJobAlive;
+  if (!opts.dryRun) return await trySharedLock(path, { jobAlive });
+  const local = await tryFileLock(path);
+  if (!local) return { holder: await readOwner(path) };
+  local();
+  const holder = await lockHolder(path, { jobAlive });
+  return holder ? { holder } : { release: () => Promise.resolve() };
+}
+
+/** Each config's keys, then each counted recorded run's (newest first). */
+async function planAll(opts: GcOptions, keys: string[]): Promise<{
+  plan: Plan;
+  droppedRuns: { path: string; why: string }[];
+}> {
   const { store } = opts;
-  await store.init();
-  const keys = await store.listKeys();
   const combos = new Map<string, { backend: string; seed: number }>();
   // Each key's output digest: from its own manifest, or as its users recorded it.
   const digests = new Map<string, string>();
@@ -101,8 +148,8 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
   }
   for (const [key, digest] of recorded) if (!digests.has(key)) digests.set(key, digest);
 
-  const fingerprinter = new Fingerprinter({ cacheFile: `${opts.store.root}/.code-meanings.json` });
-  const plan: Plan = { reachable: new Set(), resumable: new Set() };
+  const fingerprinter = new Fingerprinter({ cacheFile: `${store.root}/.code-meanings.json` });
+  const plan: Plan = { reachable: new Map(), resumable: new Map() };
   for (const file of await configFiles(opts.configsDir)) {
     const config = await loadConfig(file);
     const asWritten = expandPipeline(config, opts.kinds);
@@ -115,49 +162,83 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
       const pipeline = i === 0 ? asWritten : expandPipeline(config, opts.kinds, {
         seeds: [combo.seed],
       });
-      await planKeys(pipeline, combo, opts, digests, fingerprinter, plan);
+      await planKeys(pipeline, combo, opts, digests, fingerprinter, plan, `config ${file}`);
     }
   }
-  const reachable = plan.reachable;
+  const runs = chooseRuns(await readRunRecords(store.root), opts.runs ?? {});
+  for (const { record } of runs.counted.toReversed()) {
+    const when = `${record.finished.slice(0, 16).replace("T", " ")} UTC`;
+    const why = `recorded run of ${when}: ${commandLine(record)}`;
+    const resumable = new Set(record.resumable);
+    for (const key of record.keys) keep(plan, key, why, resumable.has(key));
+  }
+  return { plan, droppedRuns: runs.dropped };
+}
+
+export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
+  const { store, dryRun } = opts;
+  await store.init();
+  const keys = await store.listKeys();
+  const { plan, droppedRuns } = await planAll(opts, keys);
+  const verb = dryRun ? "would remove" : "removed";
+  const lines: string[] = [];
+
+  // Why each kept group is kept, in the order configs and runs were planned.
+  const groups = new Map<string, { count: number; bytes: number }>();
+  for (const why of plan.reachable.values()) groups.set(why, { count: 0, bytes: 0 });
+  for (const key of keys) {
+    const group = groups.get(plan.reachable.get(key) ?? "");
+    if (!group) continue;
+    group.count++;
+    group.bytes += await store.sizeOf(store.entryDir(key));
+  }
+  for (const [why, g] of groups) {
+    const entries = g.count === 1 ? "1 entry" : `${g.count} entries`;
+    if (g.count) lines.push(`keep ${entries} (${formatBytes(g.bytes)}): ${why}`);
+  }
 
   const removed: GcReport["removed"] = [];
-  const unreachable = keys.filter((k) => !reachable.has(k));
-  const forgotten: string[] = [];
-  for (const key of unreachable) {
-    const dir = store.entryDir(key);
-    const release = await tryFileLock(store.lockPath(key));
-    if (!release) continue; // being rebuilt by a running process right now
+  /** Remove `path` under `key`'s lock; false when a live lock keeps it. */
+  const removeLocked = async (key: string, path: string, why: string): Promise<boolean> => {
+    const held = await holdKey(opts, key);
+    if ("holder" in held) {
+      lines.push(`skipped ${path}: in use by ${holderText(held.holder)}`);
+      return false;
+    }
     try {
-      removed.push({ path: dir, bytes: await store.sizeOf(dir), why: "unreachable" });
-      if (!opts.dryRun) {
-        await Deno.remove(dir, { recursive: true });
-        forgotten.push(key);
-      }
+      removed.push({ path, bytes: await store.sizeOf(path), why });
+      if (!dryRun) await Deno.remove(path, { recursive: true });
+      return true;
     } finally {
-      release();
+      await held.release();
+    }
+  };
+  const forgotten: string[] = [];
+  for (const key of keys.filter((k) => !plan.reachable.has(k))) {
+    if (await removeLocked(key, store.entryDir(key), "unreachable") && !dryRun) {
+      forgotten.push(key);
     }
   }
-  for (const [parent, why] of [[store.tmpDir, "stale work folder"], [store.trashDir, "trash"]]) {
-    for await (const e of Deno.readDir(parent)) {
-      const path = `${parent}/${e.name}`;
-      if (parent === store.tmpDir && plan.resumable.has(e.name)) continue; // resumes there
-      const release = parent === store.tmpDir
-        ? await tryFileLock(store.lockPath(e.name))
-        : () => {};
-      if (!release) continue; // a running process is writing it
-      try {
-        removed.push({ path, bytes: await store.sizeOf(path), why });
-        if (!opts.dryRun) await Deno.remove(path, { recursive: true });
-      } finally {
-        release();
-      }
-    }
+  for await (const e of Deno.readDir(store.tmpDir)) {
+    const path = `${store.tmpDir}/${e.name}`;
+    const resumeWhy = plan.resumable.get(e.name);
+    if (resumeWhy) lines.push(`keep ${path}: resume folder (${resumeWhy})`);
+    else await removeLocked(e.name, path, "stale work folder");
+  }
+  for await (const e of Deno.readDir(store.trashDir)) {
+    const path = `${store.trashDir}/${e.name}`;
+    removed.push({ path, bytes: await store.sizeOf(path), why: "trash" });
+    if (!dryRun) await Deno.remove(path, { recursive: true });
   }
   if (forgotten.length) {
     await opts.results.forgetInstances(forgotten);
     await opts.results.flush();
   }
-  if (!opts.dryRun) {
+  for (const run of droppedRuns) {
+    lines.push(`${dryRun ? "would drop" : "dropped"} run record ${run.path} (${run.why})`);
+    if (!dryRun) await Deno.remove(run.path).catch(ignoreNotFound);
+  }
+  if (!dryRun) {
     const left = new Set(await store.listKeys());
     for await (const e of Deno.readDir(store.stampsDir)) {
       const key = e.name.replace(/\.json$/, "");
@@ -166,8 +247,7 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
   }
 
   const total = removed.reduce((s, r) => s + r.bytes, 0);
-  const verb = opts.dryRun ? "would remove" : "removed";
-  const lines = removed.map((r) => `${verb} ${r.path} (${formatBytes(r.bytes)}, ${r.why})`);
+  lines.push(...removed.map((r) => `${verb} ${r.path} (${formatBytes(r.bytes)}, ${r.why})`));
   const kept = keys.length - removed.filter((r) => r.why === "unreachable").length;
   lines.push(`${verb} ${removed.length} folders, ${formatBytes(total)}; kept ${kept} entries`);
   return { removed, kept, text: lines.join("\n") };

@@ -8,7 +8,7 @@
 // waiters never both remove a lock and one of them removes the other's fresh one.
 // The flock on `<path>` is still taken too: within one machine it costs nothing and
 // keeps tools that test it (gc) working.
-import { withFileLock } from "./lock.ts";
+import { tryFileLock, withFileLock } from "./lock.ts";
 
 export interface LockOwner {
   host: string;
@@ -212,6 +212,39 @@ export async function withSharedLock<T>(
       await Deno.remove(owned).catch(() => {});
     }
   });
+}
+
+/**
+ * Take the lock `path` only if no live owner holds it (a stale owner is broken, as a
+ * waiter would): a release function, or the holder in the way (null when a process on
+ * this machine holds the flock before writing its owner file).
+ */
+export async function trySharedLock(
+  path: string,
+  opts: SharedLockOptions = {},
+): Promise<{ release: () => Promise<void> } | { holder: LockOwner | null }> {
+  const releaseFlock = await tryFileLock(path);
+  if (!releaseFlock) return { holder: await readOwner(path) };
+  const owned = ownerPath(path);
+  for (let tries = 0; tries < 2; tries++) {
+    if (await createExclusive(owned, JSON.stringify(currentOwner()) + "\n")) {
+      const beat = setInterval(() => {
+        const now = new Date();
+        Deno.utime(owned, now, now).catch(() => {});
+      }, opts.heartbeatMs ?? DEFAULTS.heartbeatMs);
+      return {
+        release: async () => {
+          clearInterval(beat);
+          await Deno.remove(owned).catch(() => {});
+          releaseFlock();
+        },
+      };
+    }
+    if ((await breakStale(path, opts)) === null) break;
+  }
+  const holder = await readOwner(path);
+  releaseFlock();
+  return { holder };
 }
 
 /** Whether someone (alive) holds the lock now; the owner when so. */

@@ -45,3 +45,110 @@ Deno.test("status lists instances; gc drops only entries no config reaches", asy
   assert.equal(values[0].n, 6); // the removed entries' rows are gone too
   await Deno.remove(dir, { recursive: true });
 });
+
+/** Names of the work folders (`cache/.tmp/<key>`). */
+async function tmpNames(art: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(`${art}/cache/.tmp`)) names.push(e.name);
+  return names.sort();
+}
+
+Deno.test("gc keeps what --set and --seeds runs reached, until their records are cut", async () => {
+  const dir = await tempDir();
+  const configs = `${dir}/configs`;
+  await Deno.mkdir(configs);
+  const art = `${dir}/art`;
+  const common = ["--artifacts", art, "--configs", configs];
+  await writeConfig(configs, "toy.yaml", TOY_YAML);
+  assert.equal((await cli(["run", "toy", ...common])).code, 0);
+  const asWritten = await cacheKeys(art);
+  assert.equal((await cli(["run", "toy", "--set", "source.n=4", ...common])).code, 0);
+  assert.equal((await cli(["run", "toy", "--seeds", "3", ...common])).code, 0);
+  const all = await cacheKeys(art);
+  // n=4: five new entries; seeds 1 and 2: four sources, four squares, one 3-seed total.
+  assert.equal(all.length, 5 + 5 + 9);
+
+  // Configs are planned for every seed an entry was built with: only the 3-seed total
+  // and the n=4 entries are the recorded runs' own.
+  const dry = await cli(["gc", "--dry-run", ...common]);
+  assert.match(dry.out, /^keep 13 entries \(.*\): config .*toy\.yaml$/m);
+  assert.match(dry.out, /^keep 1 entry \(.*\): recorded run of .*: run toy --seeds 3$/m);
+  assert.match(dry.out, /^keep 5 entries \(.*\): recorded run of .*: run toy --set source\.n=4$/m);
+  const real = await cli(["gc", ...common]);
+  assert.match(real.out, /removed 0 folders, 0 B; kept 19 entries/);
+  assert.deepEqual(await cacheKeys(art), all);
+
+  // Age the --set run's record past the cut: its entries go, the --seeds run's stay.
+  const records = [...Deno.readDirSync(`${art}/runs`)].map((e) => `${art}/runs/${e.name}`);
+  assert.equal(records.length, 3);
+  const setRecord = records.find((p) => Deno.readTextFileSync(p).includes("source.n=4"))!;
+  const record = JSON.parse(await Deno.readTextFile(setRecord));
+  record.finished = new Date(Date.now() - 10 * 86_400_000).toISOString();
+  await Deno.writeTextFile(setRecord, JSON.stringify(record));
+  const cut = await cli(["gc", "--older-than", "7d", ...common]);
+  assert.match(cut.out, /^dropped run record .* \(finished 1w ago\)$/m);
+  assert.match(cut.out, /removed 5 folders, .*; kept 14 entries/);
+  assert.equal(await Deno.stat(setRecord).catch(() => null), null);
+
+  // --keep-runs 0: only the configs count, and no config reaches the 3-seed total.
+  const configsOnly = await cli(["gc", "--keep-runs", "0", ...common]);
+  assert.match(configsOnly.out, /removed 1 folders, .*; kept 13 entries/);
+  for (const key of asWritten) assert.ok((await cacheKeys(art)).includes(key));
+  await Deno.remove(dir, { recursive: true });
+});
+
+/** An owner file as a build on another node (or a dead process here) leaves it. */
+async function writeOwner(art: string, key: string, host: string, pid: number, ageS = 0) {
+  const path = `${art}/cache/.locks/${key}.lock.owner`;
+  const owner = { host, pid, pidStart: null, job: null, acquired: new Date().toISOString() };
+  await Deno.writeTextFile(path, JSON.stringify(owner) + "\n", { createNew: true });
+  const then = new Date(Date.now() - ageS * 1000);
+  await Deno.utime(path, then, then);
+}
+
+Deno.test("gc skips what a live cross-node lock holds; a dead owner blocks nothing", async () => {
+  const dir = await tempDir();
+  const configs = `${dir}/configs`;
+  await Deno.mkdir(configs);
+  const art = `${dir}/art`;
+  const common = ["--artifacts", art, "--configs", configs];
+  const outside = await writeConfig(dir, "toy.yaml", TOY_YAML);
+  assert.equal((await cli(["run", outside, ...common])).code, 0);
+  const [held, deadHere, silent, ...rest] = await cacheKeys(art);
+  assert.equal(rest.length, 2);
+  const writing = "f".repeat(64); // a work folder another node is writing into
+  await Deno.mkdir(`${art}/cache/.tmp/${writing}`);
+  await Deno.writeTextFile(`${art}/cache/.tmp/${writing}/part.bin`, "partial");
+
+  const otherNode = `node-${crypto.randomUUID().slice(0, 8)}`;
+  await writeOwner(art, held, otherNode, 4242);
+  await writeOwner(art, writing, otherNode, 4243);
+  const gone = new Deno.Command("true").spawn();
+  const deadPid = gone.pid;
+  await gone.status;
+  await writeOwner(art, deadHere, Deno.hostname(), deadPid);
+  await writeOwner(art, silent, otherNode, 4244, 120);
+
+  // The config lies outside the configs folder and --keep-runs 0 ignores the run's record:
+  // nothing reaches these entries, only the locks can keep them.
+  const dry = await cli(["gc", "--dry-run", "--keep-runs", "0", ...common]);
+  assert.match(
+    dry.out,
+    new RegExp(`^skipped .*/cache/${held}: in use by ${otherNode} pid 4242$`, "m"),
+  );
+  assert.match(dry.out, /would remove 4 folders/);
+  const real = await cli(["gc", "--keep-runs", "0", ...common]);
+  const skipped = real.out.split("\n").filter((l) => l.startsWith("skipped "));
+  assert.deepEqual(skipped, [
+    `skipped ${art}/cache/${held}: in use by ${otherNode} pid 4242`,
+    `skipped ${art}/cache/.tmp/${writing}: in use by ${otherNode} pid 4243`,
+  ]);
+  assert.match(real.out, /removed 4 folders, .*; kept 1 entries/);
+  assert.deepEqual(await cacheKeys(art), [held]);
+  assert.deepEqual(await tmpNames(art), [writing]);
+  // The live owners' files are theirs; the dead ones' were broken and gc's own released.
+  const owners = [...Deno.readDirSync(`${art}/cache/.locks`)]
+    .map((e) => e.name).filter((n) => n.endsWith(".owner")).sort();
+  assert.deepEqual(owners, [`${held}.lock.owner`, `${writing}.lock.owner`].sort());
+  await Deno.remove(dir, { recursive: true });
+});
