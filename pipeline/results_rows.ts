@@ -1,10 +1,11 @@
 // Rows into the results database: the typed appender, the tables a step declares
-// (created, or given the columns they gained), an entry's `_rows/*.jsonl` and its
-// manifest's `runs` row loaded in one transaction, and the log of failed executions.
+// (created, or given the columns they gained), an entry's `_rows/*.jsonl` (completed by
+// the measured columns in `_side/_rows/`) and its manifest's `runs` row loaded in one
+// transaction, and the log of failed executions.
 // pipeline/results.ts decides when and on which copy of the file this runs.
 import { type DuckDBConnection, timestampValue } from "@duckdb/node-api";
 import type { Row, TableSchema } from "./step.ts";
-import { MANIFEST, type Manifest, ROWS_DIR } from "./store.ts";
+import { MANIFEST, type Manifest, ROWS_DIR, SIDE_DIR } from "./store.ts";
 
 /** A failed execution of an instance (successful ones are read from manifests). */
 export interface RunRecord {
@@ -112,6 +113,25 @@ export async function readRowFiles(dir: string): Promise<Record<string, Row[]>> 
   return out;
 }
 
+/**
+ * An entry's rows, each completed by its measured columns (the same line of the side
+ * file, `_side/_rows/<table>.jsonl`, when the step wrote one).
+ */
+export async function readEntryRows(entryDir: string): Promise<Record<string, Row[]>> {
+  const rows = await readRowFiles(`${entryDir}/${ROWS_DIR}`);
+  const side = await readRowFiles(`${entryDir}/${SIDE_DIR}/${ROWS_DIR}`);
+  for (const [table, measured] of Object.entries(side)) {
+    const own = rows[table] ?? [];
+    if (measured.length !== own.length) {
+      throw new Error(
+        `${entryDir}: ${measured.length} measured rows for ${own.length} rows of ${table}`,
+      );
+    }
+    rows[table] = own.map((r, i) => ({ ...r, ...measured[i] }));
+  }
+  return rows;
+}
+
 /** An entry's rows (replacing any of the same instance) and its `runs` row, in one transaction. */
 export async function loadEntry(
   conn: DuckDBConnection,
@@ -120,7 +140,7 @@ export async function loadEntry(
   entryDir: string,
 ): Promise<void> {
   const manifest = JSON.parse(await Deno.readTextFile(`${entryDir}/${MANIFEST}`)) as Manifest;
-  const rows = await readRowFiles(`${entryDir}/${ROWS_DIR}`);
+  const rows = await readEntryRows(entryDir);
   await conn.run("BEGIN TRANSACTION");
   for (const [table, schema] of Object.entries(tables)) {
     await ensureTable(conn, table, schema);

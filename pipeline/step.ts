@@ -49,9 +49,11 @@ export interface ResultsSink {
   /**
    * Append rows to `table` (declared in the step kind's `tables`). Rows are
    * tagged with this instance's key and land in DuckDB in bulk when the
-   * instance succeeds; a failed instance leaves none behind.
+   * instance succeeds; a failed instance leaves none behind. `measured` names columns
+   * that measure the run rather than compute a result (wall-clock seconds, tokens/s):
+   * they reach DuckDB from the entry's side files, out of downstream cache keys.
    */
-  append(table: string, rows: Row[]): void;
+  append(table: string, rows: Row[], measured?: readonly string[]): void;
   /**
    * Run a read-only SQL query against the results database (for steps such as
    * `plot` that read what upstream steps wrote). Rows come back as objects.

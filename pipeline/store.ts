@@ -9,6 +9,11 @@
 // (`cache/.stamps/<key>.json`); a file whose stamp differs (copied, touched, edited) is
 // rehashed. `inspect(key, { full: true })` rehashes everything (`status --verify`). A
 // damaged entry is never used: the runner rebuilds it.
+//
+// Side files (`_side/` in an entry) hold what a step measured about its run, not what it
+// computed (wall-clock seconds, tokens/s): they are hashed and checked like every output,
+// but left out of the digest, so a second run of the same config and seed gives every
+// downstream step the same key.
 import { hashFile, hashJson } from "./hash.ts";
 import { onDisk } from "./errors.ts";
 import type { CodeParts } from "./fingerprint.ts";
@@ -16,6 +21,8 @@ import type { CodeParts } from "./fingerprint.ts";
 export const MANIFEST = "manifest.json";
 /** Folder inside an entry where result rows are kept, one `<table>.jsonl` per table. */
 export const ROWS_DIR = "_rows";
+/** Folder inside an entry for side files: measurements of the run, out of the digest. */
+export const SIDE_DIR = "_side";
 
 export interface OutputFile {
   bytes: number;
@@ -37,7 +44,7 @@ export interface Manifest {
   codeParts?: CodeParts;
   /** Relative path -> size and sha256 (plain SHA-256 of the whole file). */
   outputs: Record<string, OutputFile>;
-  /** sha256 over the sorted (path, sha256) list: the identity of the outputs. */
+  /** sha256 over the sorted (path, sha256) list, side files left out: the outputs' identity. */
   digest: string;
   started: string;
   finished: string;
@@ -79,6 +86,18 @@ export function cacheKey(parts: KeyParts): string {
   return hashJson(parts);
 }
 
+/** Whether an entry's file is a side file (a measurement, not in the digest). */
+export function isSideFile(rel: string): boolean {
+  return rel.startsWith(`${SIDE_DIR}/`);
+}
+
+/** The digest of an entry's outputs: every file but the side files, by path and sha256. */
+export function outputsDigest(outputs: Record<string, OutputFile>): string {
+  return hashJson(
+    Object.entries(outputs).filter(([p]) => !isSideFile(p)).map(([p, f]) => [p, f.sha256]),
+  );
+}
+
 /** What a cache key holds: nothing, a usable entry, or one that must not be used. */
 export type EntryState =
   | { state: "missing" }
@@ -117,7 +136,7 @@ function manifestProblem(m: unknown, key: string): string | null {
   if (typeof o.outputs !== "object" || o.outputs === null || typeof o.digest !== "string") {
     return "manifest.json has no outputs or digest";
   }
-  if (hashJson(Object.entries(o.outputs).map(([p, f]) => [p, f.sha256])) !== o.digest) {
+  if (outputsDigest(o.outputs) !== o.digest) {
     return "manifest.json's outputs do not match its digest";
   }
   return null;
@@ -327,7 +346,7 @@ export class Store {
       outputs[rel] = await hashFile(`${dir}/${rel}`);
       await fsyncPath(`${dir}/${rel}`);
     }
-    const digest = hashJson(Object.entries(outputs).map(([p, o]) => [p, o.sha256]));
+    const digest = outputsDigest(outputs);
     const manifest: Manifest = { format: "cache-entry/1", key, ...info, outputs, digest };
     const manifestPath = `${dir}/${MANIFEST}`;
     await Deno.writeTextFile(manifestPath, JSON.stringify(manifest, null, 2) + "\n");

@@ -14,6 +14,12 @@ import type { ColumnType, ResultsSink, TableSchema } from "../pipeline/step.ts";
 export interface Column {
   readonly type: ColumnType;
   readonly meaning: string;
+  /**
+   * A measurement of the run (wall-clock seconds, tokens/s), not a computed result: kept
+   * in the entry's side files, so two runs of the same config and seed give downstream
+   * steps the same cache keys (pipeline/store.ts).
+   */
+  readonly measured?: true;
 }
 
 /** A results table: name, the step kinds that write it, a one-line meaning, its columns. */
@@ -32,6 +38,7 @@ export function defineTable<const C extends Record<string, Column>>(
 }
 
 const col = (type: ColumnType, meaning: string): Column => ({ type, meaning });
+const measured = (type: ColumnType, meaning: string): Column => ({ type, meaning, measured: true });
 
 /** The JS value a column of each DuckDB type takes in a row a step appends. */
 type JsValue<T extends ColumnType> = T extends "INTEGER" | "BIGINT" | "DOUBLE" ? number
@@ -60,8 +67,8 @@ export const TRAIN_LOG = defineTable({
     train_loss: col("DOUBLE", "training loss of this step's batch (nats/token)"),
     lr: col("DOUBLE", "learning rate used for this step"),
     grad_norm: col("DOUBLE", "global L2 norm of the gradient before clipping"),
-    tokens_per_s: col("DOUBLE", "training throughput of this step (tokens/s)"),
-    elapsed_s: col("DOUBLE", "wall-clock seconds since the run started (resumes included)"),
+    tokens_per_s: measured("DOUBLE", "training throughput of this step (tokens/s)"),
+    elapsed_s: measured("DOUBLE", "wall-clock seconds since the run started (resumes included)"),
   },
 });
 
@@ -77,7 +84,7 @@ export const TRAIN_RUNS = defineTable({
     lr: col("DOUBLE", "peak learning rate"),
     batch_tokens: col("BIGINT", "tokens per optimizer step"),
     seed: col("INTEGER", "run seed"),
-    wall_s: col("DOUBLE", "wall-clock seconds of the run"),
+    wall_s: measured("DOUBLE", "wall-clock seconds of the run"),
   },
 });
 
@@ -171,7 +178,7 @@ export const SAVINGS = defineTable({
     baseline_step: col("INTEGER", "the baseline's last evaluated step"),
     steps_saved: col("INTEGER", "baseline_step - first_step"),
     tokens_saved: col("BIGINT", "training tokens saved"),
-    wall_saved_s: col("DOUBLE", "training wall-clock seconds saved"),
+    wall_saved_s: measured("DOUBLE", "training wall-clock seconds saved"),
   },
 });
 
@@ -298,13 +305,18 @@ export function tablesOf(...tables: ResultsTable[]): Record<string, TableSchema>
   return Object.fromEntries(tables.map((t) => [t.name, schemaOf(t)]));
 }
 
-/** Append typed rows to a table. */
+/** Columns of a table that measure the run (`measured`), not computed results. */
+export function measuredColumns(table: ResultsTable): string[] {
+  return Object.entries(table.columns).filter(([, c]) => c.measured).map(([name]) => name);
+}
+
+/** Append typed rows to a table (its measured columns go to the entry's side files). */
 export function appendRows<T extends ResultsTable>(
   sink: ResultsSink,
   table: T,
   rows: RowOf<T>[],
 ): void {
-  sink.append(table.name, rows);
+  sink.append(table.name, rows, measuredColumns(table));
 }
 
 // ---------------------------------------------------------------------------------

@@ -5,14 +5,19 @@
 //   original/   the checkpoint series: step-NNNNNN.safetensors every save_every steps
 //   ema/, swa/  the EMA and SWA series at the same steps (SWA from its start on), if asked
 //   state/      everything a resume needs (lm/checkpoints/training_state.ts); removed when the run ends
-//   train_log.jsonl  the log rows, so rows from before a crash survive a resume
+//   _side/train_log.jsonl  the log rows, so rows from before a crash survive a resume
+//   _side/run.json         the train manifest (backend, model size, tokens/s: lm/train/estimate.ts)
 // Rows: train_log (one per step) and train_runs (one per run: completed or diverged).
+// Wall-clock timings (elapsed_s, tokens_per_s, wall_s) are measurements, not results:
+// they live in side files only (pipeline/store.ts), so the digest that downstream keys
+// hash is the same for two runs of the same config and seed on the same machine.
 //
 // Determinism: the windows of step s depend only on (seed, s) (lm/data/windows.ts), the weights
 // on the seed, and nothing else draws random numbers, so on the cpu backend a run that
 // was killed and resumed ends with the same bits as one that was not.
 import * as tf from "@tensorflow/tfjs-core";
 import { defineStep, type InputRef, type InputValue, type StepContext } from "../pipeline/step.ts";
+import { SIDE_DIR } from "../pipeline/store.ts";
 import {
   type Batch,
   openTokens,
@@ -81,7 +86,8 @@ interface LogRow {
   elapsed_s: number;
 }
 
-const LOG_FILE = "train_log.jsonl";
+/** The resume log: a side file, since its rows carry wall-clock timings. */
+const LOG_FILE = `${SIDE_DIR}/train_log.jsonl`;
 
 // ---------------------------------------------------------------------------------------
 // Output series
@@ -241,6 +247,7 @@ async function trainLoop(
     ema.update(weights); // the average starts from the initial weights (Algorithm 2)
   }
   const log = await readLogRows(logPath, done);
+  await Deno.mkdir(`${ctx.outDir}/${SIDE_DIR}`, { recursive: true });
   await writeTextAtomic(logPath, log.map((r) => JSON.stringify(r) + "\n").join(""));
 
   const trainInfo = {

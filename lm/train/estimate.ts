@@ -1,6 +1,7 @@
 // What a training run will cost before it runs (`--dry-run`): disk from its checkpoint
 // plan, time from the last tokens/s measured on the same backend. Every finished train
-// step writes `run.json` (the train manifest: backend, adapter, model size, tokens/s);
+// step writes `_side/run.json` (the train manifest: backend, adapter, model size,
+// tokens/s; a side file, being a measurement: pipeline/store.ts);
 // an estimate for another model size scales that throughput by training FLOPs per token
 // (6·N + 12·L·C·T, the usual dense-transformer count), which is rough across sizes but
 // says whether a run takes hours or months.
@@ -9,8 +10,12 @@ import { type GPTConfig, parameterShapes, trainableNames } from "../model/gpt.ts
 import { planLawa } from "../averaging/plan.ts";
 import { isKeptStep } from "../checkpoints/train_disk.ts";
 import { type CheckpointDtype, checkpointDtypeBytes } from "../checkpoints/training_state.ts";
+import { SIDE_DIR } from "../../pipeline/store.ts";
 
+/** The train manifest's file name; entries made before side files kept it at their top. */
 export const RUN_MANIFEST = "run.json";
+/** Where a train entry keeps its train manifest: a side file, out of the entry's digest. */
+export const RUN_MANIFEST_PATH = `${SIDE_DIR}/${RUN_MANIFEST}`;
 
 /** The train manifest every finished train step writes. */
 export interface RunManifest {
@@ -83,8 +88,24 @@ export async function writeRunManifest(
     tokens_per_s: median(run.tokens_per_s.slice(run.tokens_per_s.length > 1 ? 1 : 0)),
     finished: new Date().toISOString(),
   };
-  await Deno.writeTextFile(`${outDir}/${RUN_MANIFEST}`, JSON.stringify(manifest, null, 2) + "\n");
+  await Deno.mkdir(`${outDir}/${SIDE_DIR}`, { recursive: true });
+  await Deno.writeTextFile(
+    `${outDir}/${RUN_MANIFEST_PATH}`,
+    JSON.stringify(manifest, null, 2) + "\n",
+  );
   return manifest;
+}
+
+/** A train entry's manifest (from its side files, else where older entries kept it). */
+async function readRunManifest(entryDir: string): Promise<RunManifest | null> {
+  for (const path of [RUN_MANIFEST_PATH, RUN_MANIFEST]) {
+    try {
+      return JSON.parse(await Deno.readTextFile(`${entryDir}/${path}`));
+    } catch {
+      // not there, or not JSON: try the older place
+    }
+  }
+  return null;
 }
 
 /**
@@ -107,12 +128,8 @@ export async function lastMeasured(
   try {
     for await (const entry of Deno.readDir(`${artifacts}/cache`)) {
       if (!entry.isDirectory || entry.name.startsWith(".")) continue;
-      let m: RunManifest;
-      try {
-        m = JSON.parse(await Deno.readTextFile(`${artifacts}/cache/${entry.name}/${RUN_MANIFEST}`));
-      } catch {
-        continue;
-      }
+      const m = await readRunManifest(`${artifacts}/cache/${entry.name}`);
+      if (!m) continue;
       if (m.format !== "train-run/1" || m.backend !== backend || !m.tokens_per_s) continue;
       if (better(m, best)) best = m;
     }

@@ -1,7 +1,7 @@
 // The cache entry checks of pipeline/store.ts: what `inspect` says of a sound entry, of
 // each way an entry can be damaged, and of a copied one (new stamps, same bytes).
 import assert from "node:assert/strict";
-import { type KeyParts, MANIFEST, Store } from "../../pipeline/store.ts";
+import { type KeyParts, MANIFEST, SIDE_DIR, Store } from "../../pipeline/store.ts";
 
 const KEY = "a".repeat(64);
 const PARTS: KeyParts = {
@@ -124,4 +124,44 @@ Deno.test("a full check finds stray files; a damage mark holds until a full chec
   assert.equal((await store.inspect(KEY, { full: true })).state, "ok");
   assert.equal((await store.inspect(KEY)).state, "ok");
   await Deno.remove(store.root, { recursive: true });
+});
+
+Deno.test("side files are recorded and checked but left out of the digest", async () => {
+  const digestWith = async (files: Record<string, string>) => {
+    const root = await Deno.makeTempDir({ prefix: "store-side-" });
+    try {
+      const store = new Store(root);
+      await store.init();
+      const work = await store.prepareWorkDir(KEY, false);
+      for (const [rel, text] of Object.entries(files)) {
+        await Deno.mkdir(`${work}/${rel}`.replace(/\/[^/]*$/, ""), { recursive: true });
+        await Deno.writeTextFile(`${work}/${rel}`, text);
+      }
+      const m = await store.commit(KEY, {
+        step: "toy",
+        node: "n",
+        params: {},
+        inputs: {},
+        keyParts: PARTS,
+        started: "",
+        finished: "",
+        duration_s: 0,
+        backend: "cpu",
+        seed: 0,
+        host: "test",
+        rows: {},
+      });
+      assert.deepEqual(Object.keys(m.outputs), Object.keys(files).sort());
+      // A side file is checked like every output.
+      await Deno.writeTextFile(`${store.entryDir(KEY)}/${SIDE_DIR}/t.json`, "{}");
+      const found = await store.inspect(KEY, { full: true });
+      assert.equal(found.state, "damaged");
+      return m.digest;
+    } finally {
+      await Deno.remove(root, { recursive: true });
+    }
+  };
+  const base = await digestWith({ "out.txt": "w", [`${SIDE_DIR}/t.json`]: "1.5 s" });
+  assert.equal(await digestWith({ "out.txt": "w", [`${SIDE_DIR}/t.json`]: "2.5 s" }), base);
+  assert.notEqual(await digestWith({ "out.txt": "x", [`${SIDE_DIR}/t.json`]: "1.5 s" }), base);
 });

@@ -1,7 +1,8 @@
 // The train step end to end on a tiny GPT and a synthetic token file, cpu backend (the
 // deterministic one): loss falls, the logged LR follows the schedules, checkpoints carry
 // the Hugging Face GPT-2 names, EMA/SWA series are the averages they claim to be,
-// accumulation equals one big batch, kill-and-resume is bit-exact, NaN marks divergence.
+// accumulation equals one big batch, kill-and-resume is bit-exact, NaN marks divergence,
+// wall-clock timings stay in side files.
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { type FakeContext, fakeContext } from "../helpers/fake_ctx.ts";
@@ -14,6 +15,7 @@ import { writeTokens } from "../../lm/data/windows.ts";
 import { initWeights, modelConfig } from "../../lm/model/gpt.ts";
 import { setBackend } from "../../lm/backend/backend.ts";
 import type { InputRef, Row } from "../../pipeline/step.ts";
+import { listFiles, SIDE_DIR } from "../../pipeline/store.ts";
 
 const VOCAB = 32;
 const MODEL = { n_layer: 1, n_head: 2, n_embd: 16, block_size: 16 };
@@ -148,6 +150,18 @@ Deno.test("train: loss falls, LR follows warmup + cosine, HF-named checkpoints",
     assert.deepEqual(ckpt.tensors["transformer.h.0.attn.c_attn.weight"].shape, [16, 48]);
     assert.equal(Number(ckpt.metadata.step), 40);
     assert.equal(Number(ckpt.metadata.tokens), 1280);
+
+    // Wall-clock timings are in the rows (for DuckDB) and in side files only: every other
+    // file of the entry, whose hashes downstream keys depend on, is free of them.
+    assert.ok(log.every((r) => (r.elapsed_s as number) > 0 && (r.tokens_per_s as number) > 0));
+    const side = `${ctx.outDir}/${SIDE_DIR}`;
+    assert.ok((await Deno.readTextFile(`${side}/train_log.jsonl`)).includes('"elapsed_s"'));
+    assert.ok((await Deno.readTextFile(`${side}/run.json`)).includes('"tokens_per_s"'));
+    for (const rel of await listFiles(ctx.outDir)) {
+      if (rel.startsWith(`${SIDE_DIR}/`) || rel.endsWith(".safetensors")) continue;
+      const text = await Deno.readTextFile(`${ctx.outDir}/${rel}`);
+      assert.ok(!/elapsed|tokens_per_s|wall_s|finished/.test(text), `${rel} holds a timing`);
+    }
     assert.equal(Number(ckpt.metadata.lr), log[39].lr);
     assert.equal(Number(ckpt.metadata.loss), log[39].train_loss);
     assert.equal(ckpt.metadata.format, "pt");

@@ -17,7 +17,7 @@ import {
   describeEstimate,
   estimateDisk,
   lastMeasured,
-  RUN_MANIFEST,
+  RUN_MANIFEST_PATH,
   type RunManifest,
 } from "../../../lm/train/estimate.ts";
 import type { InputRef } from "../../../pipeline/step.ts";
@@ -189,14 +189,17 @@ Deno.test("the train manifest records backend and tokens/s; the estimate uses it
   const artifacts = await Deno.makeTempDir({ prefix: "disk-artifacts-" });
   try {
     const manifest = JSON.parse(
-      await Deno.readTextFile(`${run.outDir}/${RUN_MANIFEST}`),
+      await Deno.readTextFile(`${run.outDir}/${RUN_MANIFEST_PATH}`),
     ) as RunManifest;
     assert.equal(manifest.backend, "cpu");
     assert.equal(manifest.backend_detail, "pure JavaScript");
     assert.ok(manifest.tokens_per_s! > 0);
     assert.equal(manifest.steps_done, 14);
-    await Deno.mkdir(`${artifacts}/cache/abc`, { recursive: true });
-    await Deno.copyFile(`${run.outDir}/${RUN_MANIFEST}`, `${artifacts}/cache/abc/${RUN_MANIFEST}`);
+    await Deno.mkdir(`${artifacts}/cache/abc/_side`, { recursive: true });
+    await Deno.copyFile(
+      `${run.outDir}/${RUN_MANIFEST_PATH}`,
+      `${artifacts}/cache/abc/${RUN_MANIFEST_PATH}`,
+    );
     assert.equal((await lastMeasured(artifacts, "cpu"))?.tokens_per_s, manifest.tokens_per_s);
     assert.equal(await lastMeasured(artifacts, "webgpu"), null);
     // Same model: the time is steps x tokens / measured rate.
