@@ -21,8 +21,7 @@ import type { ResultsDb } from "./results.ts";
 import { cacheKey, type KeyParts, type Manifest, type Store } from "./store.ts";
 import type { StepKind } from "./step.ts";
 import { Fingerprinter } from "./fingerprint.ts";
-import { tryFileLock } from "./lock.ts";
-import { lockHolder, type LockOwner, readOwner, trySharedLock } from "./shared_lock.ts";
+import { describeOwner, type LockOwner, trySharedLock, whoHolds } from "./shared_lock.ts";
 import { slurmJobAlive } from "./executors/slurm_commands.ts";
 import { chooseRuns, commandLine, readRunRecords, type RunCut } from "./run_records.ts";
 import { formatBytes } from "./status.ts";
@@ -103,12 +102,6 @@ function ignoreNotFound(e: unknown): void {
   if (!(e instanceof Deno.errors.NotFound)) throw e;
 }
 
-/** Who holds a lock, for the line that says an entry was skipped. */
-function holderText(holder: LockOwner | null): string {
-  if (holder === null) return "a process on this machine";
-  return `${holder.host} pid ${holder.pid}${holder.job ? ` (job ${holder.job})` : ""}`;
-}
-
 /**
  * Hold `key`'s lock while removing what it protects, or learn who holds it. A dry run
  * only looks: it takes nothing and breaks no stale owner file.
@@ -120,11 +113,8 @@ async function holdKey(
   const path = opts.store.lockPath(key);
   const jobAlive = opts.jobAlive ?? slurmJobAlive;
   if (!opts.dryRun) return await trySharedLock(path, { jobAlive });
-  const local = await tryFileLock(path);
-  if (!local) return { holder: await readOwner(path) };
-  local();
-  const holder = await lockHolder(path, { jobAlive });
-  return holder ? { holder } : { release: () => Promise.resolve() };
+  const held = await whoHolds(path, { jobAlive });
+  return held ? { holder: held.owner } : { release: () => Promise.resolve() };
 }
 
 /** Each config's keys, then each counted recorded run's (newest first). */
@@ -202,7 +192,7 @@ export async function collectGarbage(opts: GcOptions): Promise<GcReport> {
   const removeLocked = async (key: string, path: string, why: string): Promise<boolean> => {
     const held = await holdKey(opts, key);
     if ("holder" in held) {
-      lines.push(`skipped ${path}: in use by ${holderText(held.holder)}`);
+      lines.push(`skipped ${path}: in use by ${describeOwner(held.holder)}`);
       return false;
     }
     try {

@@ -258,3 +258,25 @@ export async function lockHolder(
   if ((await staleReason(owner, age, opts)) !== null) return null;
   return owner;
 }
+
+/**
+ * Who holds the lock `path`, without taking or breaking anything: null when nobody
+ * (alive) does, else the owner (`owner` null when a process on this machine holds the
+ * flock before writing its owner file).
+ */
+export async function whoHolds(
+  path: string,
+  opts: SharedLockOptions = {},
+): Promise<{ owner: LockOwner | null } | null> {
+  const local = await tryFileLock(path);
+  if (!local) return { owner: await readOwner(path) };
+  local();
+  const owner = await lockHolder(path, opts);
+  return owner ? { owner } : null;
+}
+
+/** Who holds a lock, in words: "node-b pid 4242 (job 17)". */
+export function describeOwner(owner: LockOwner | null): string {
+  if (owner === null) return "a process on this machine";
+  return `${owner.host} pid ${owner.pid}${owner.job ? ` (job ${owner.job})` : ""}`;
+}

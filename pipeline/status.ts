@@ -1,9 +1,12 @@
-// `status <pipeline>`: one line per instance, whether it is in the cache, its size and
-// how long it took. Computed like a dry run (keys from the digests of built inputs).
+// `status <pipeline>`: one line per instance, whether it is in the cache (or being built
+// now, here or by a job on another node: whoever holds its lock), its size and how long
+// it took. Computed like a dry run (keys from the digests of built inputs).
 // `--verify` rehashes every output of every cached instance; a damaged entry is marked
 // so that the next run rebuilds it.
 import { type RunOptions, runPipeline } from "./runner.ts";
 import { formatDuration, type Reporter } from "./progress.ts";
+import { describeOwner, whoHolds } from "./shared_lock.ts";
+import { slurmJobAlive } from "./executors/slurm_commands.ts";
 
 export const silentReporter: Reporter = {
   event() {},
@@ -24,7 +27,10 @@ export function formatBytes(n: number): string {
 
 export interface StatusRow {
   label: string;
-  /** "cached", "missing", "missing (inputs not built)" or "damaged (<why>)". */
+  /**
+   * "cached", "missing", "missing (inputs not built)", "damaged (<why>)" or
+   * "running (<who>, <how long>)".
+   */
   state: string;
   key: string;
   bytes: number;
@@ -49,6 +55,16 @@ export async function pipelineStatus(
     let state = o.status === "cached" ? "cached" : o.key ? "missing" : "missing (inputs not built)";
     const damage = o.reasons?.find((r) => r.startsWith("cache entry damaged"));
     if (damage) state = `damaged (${damage.replace(/^cache entry damaged \((.*)\).*$/, "$1")})`;
+    if (o.status !== "cached" && o.key) {
+      const held = await whoHolds(opts.store.lockPath(o.key), { jobAlive: slurmJobAlive });
+      if (held) {
+        const since = held.owner ? Date.parse(held.owner.acquired) : NaN;
+        const age = Number.isFinite(since)
+          ? `, ${formatDuration((Date.now() - since) / 1000)}`
+          : "";
+        state = `running (${describeOwner(held.owner)}${age})`;
+      }
+    }
     if (verify && o.status === "cached" && o.key) {
       const found = await opts.store.inspect(o.key, { full: true });
       if (found.state === "damaged") {
@@ -81,8 +97,9 @@ export async function pipelineStatus(
   );
   const cached = rows.filter((r) => r.state === "cached").length;
   const damaged = rows.filter((r) => r.state.startsWith("damaged")).length;
+  const running = rows.filter((r) => r.state.startsWith("running")).length;
   lines.push(
-    `${cached} of ${rows.length} instances cached` +
+    `${cached} of ${rows.length} instances cached` + (running ? `, ${running} running` : "") +
       (verify ? `, every output rehashed` : "") +
       (damaged ? `; ${damaged} damaged (the next run rebuilds them)` : ""),
   );

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { main } from "../../pipeline/cli.ts";
 import { silentReporter } from "../../pipeline/status.ts";
 import { TOY_KINDS } from "../fixtures/toy/registry.ts";
-import { cacheKeys, queryDb, tempDir, TOY_YAML, writeConfig } from "./toy_helpers.ts";
+import { cacheKeys, queryDb, tempDir, TOY_YAML, writeConfig, writeOwner } from "./toy_helpers.ts";
 
 async function cli(args: string[]): Promise<{ code: number; out: string }> {
   let out = "";
@@ -96,15 +96,6 @@ Deno.test("gc keeps what --set and --seeds runs reached, until their records are
   for (const key of asWritten) assert.ok((await cacheKeys(art)).includes(key));
   await Deno.remove(dir, { recursive: true });
 });
-
-/** An owner file as a build on another node (or a dead process here) leaves it. */
-async function writeOwner(art: string, key: string, host: string, pid: number, ageS = 0) {
-  const path = `${art}/cache/.locks/${key}.lock.owner`;
-  const owner = { host, pid, pidStart: null, job: null, acquired: new Date().toISOString() };
-  await Deno.writeTextFile(path, JSON.stringify(owner) + "\n", { createNew: true });
-  const then = new Date(Date.now() - ageS * 1000);
-  await Deno.utime(path, then, then);
-}
 
 Deno.test("gc skips what a live cross-node lock holds; a dead owner blocks nothing", async () => {
   const dir = await tempDir();

@@ -70,3 +70,12 @@ export async function cacheKeys(artifacts: string): Promise<string[]> {
 export async function tempDir(): Promise<string> {
   return await Deno.makeTempDir({ prefix: "pipeline-test-" });
 }
+
+/** An owner file of key's lock, as a build on another node (or a dead process here) leaves it. */
+export async function writeOwner(art: string, key: string, host: string, pid: number, ageS = 0) {
+  const path = `${art}/cache/.locks/${key}.lock.owner`;
+  const owner = { host, pid, pidStart: null, job: null, acquired: new Date().toISOString() };
+  await Deno.writeTextFile(path, JSON.stringify(owner) + "\n", { createNew: true });
+  const then = new Date(Date.now() - ageS * 1000);
+  await Deno.utime(path, then, then);
+}
