@@ -3,19 +3,14 @@
 // One forward pass per batch gives, for every position, the cross-entropy of the next
 // token and the argmax prediction (so held-out loss and checkpoint diversity cost one
 // pass). Losses are summed on the host in float64, so the mean over many windows does
-// not drift with float32 accumulation. Every batch runs inside tf.tidy and the results
-// are copied out with `await data()` (which also works on webgpu), so GPU/wasm memory
-// stays flat however many checkpoints are evaluated.
+// not drift with float32 accumulation. Every batch runs inside tf.tidy (each layer in
+// its own, the output head a chunk of positions at a time) and the results are copied
+// out with `await data()` (which also works on webgpu), so GPU/wasm memory holds one
+// layer's activations and one chunk's logits, however many checkpoints are evaluated.
 import * as tf from "@tensorflow/tfjs-core";
 import { rowScores } from "../backend/head_loss.ts";
-import type { GPTConfig, Weights } from "../model/gpt.ts";
-import {
-  isNeox,
-  type ModelConfig,
-  modelForward,
-  modelWeights,
-  readCheckpointF32,
-} from "../model/model.ts";
+import { type GPTConfig, headLogits, hiddenStates, type Weights } from "../model/gpt.ts";
+import { isNeox, type ModelConfig, modelWeights, readCheckpointF32 } from "../model/model.ts";
 import { neoxConfigFromJson, neoxScoreBatch } from "../model/neox.ts";
 import { evalWindows, openTokens, readMeta, tokenFileName } from "../data/windows.ts";
 import type { SeriesInfo } from "../checkpoints/series.ts";
@@ -28,9 +23,24 @@ export interface BatchScores {
   argmax: Int32Array;
 }
 
+/** Logit values per chunk of the output head: 16M floats (64 MB) at a time. */
+const HEAD_CHUNK_VALUES = 1 << 24;
+
+export interface ScoreOptions {
+  /**
+   * Rows (positions) of logits per chunk of the output head; default 64 MB of logits.
+   * Only GPT-2 reads it (GPT-NeoX chunks in lm/model/neox.ts).
+   */
+  headRows?: number;
+}
+
 /**
  * Score a batch: `x`, `y` are (B, T) token ids row-major. Returns per-position
- * cross-entropy of `y` and the argmax prediction.
+ * cross-entropy of `y` and the argmax prediction. Each half-layer runs in its own tidy
+ * scope and the output head a chunk of rows at a time, each chunk's logits freed
+ * before the next: 2048 tokens of a 50257-word vocabulary are 412 MB of logits, which
+ * with the softmax beside them and every layer's activations overran the wasm
+ * backend's 4 GB (gpt2-small at 4 x 512: about 6.5 GB of tensors at the peak, now 0.8).
  */
 export async function scoreBatch(
   cfg: ModelConfig,
@@ -39,6 +49,7 @@ export async function scoreBatch(
   y: Int32Array,
   B: number,
   T: number,
+  opts: ScoreOptions = {},
 ): Promise<BatchScores> {
   if (x.length !== B * T || y.length !== B * T) {
     throw new Error(
@@ -51,27 +62,46 @@ export async function scoreBatch(
     );
   }
   if (isNeox(cfg)) return await neoxScoreBatch(cfg, w, x, y, B, T); // head in chunks
-  const V = cfg.vocab_size;
-  const [nllT, argmaxT] = tf.tidy(() => {
-    const idx = tf.tensor2d(x, [B, T], "int32");
-    const logits = tf.reshape(modelForward(cfg, w, idx), [B * T, V]); // (N, V)
-    const rows = rowScores(logits as tf.Tensor2D, y); // wasm: one softmax, one pass
-    if (rows) return [tf.tensor1d(rows.nll), tf.tensor1d(rows.argmax, "int32")];
-    const lse = tf.logSumExp(logits, 1); // (N)
-    // Target logit: gather from the flat logits at n*V + y[n] (no one-hot, no (N, V) mask).
-    const flatIndex = new Int32Array(B * T);
-    for (let n = 0; n < B * T; n++) flatIndex[n] = n * V + y[n];
-    const target = tf.gather(tf.reshape(logits, [B * T * V]), tf.tensor1d(flatIndex, "int32")); // (N)
-    return [tf.sub(lse, target), tf.argMax(logits, 1)]; // (N), (N)
-  });
-  try {
-    const nll = (await nllT.data()) as Float32Array;
-    const argmax = (await argmaxT.data()) as Int32Array;
-    return { nll: Float32Array.from(nll), argmax: Int32Array.from(argmax) };
-  } finally {
-    nllT.dispose();
-    argmaxT.dispose();
+  const N = B * T, V = cfg.vocab_size, C = cfg.n_embd;
+  const rows = opts.headRows ?? Math.max(1, Math.floor(HEAD_CHUNK_VALUES / V));
+  if (!Number.isInteger(rows) || rows < 1) {
+    throw new Error(`scoreBatch: head rows per chunk must be a positive integer, got ${rows}`);
   }
+  const h = tf.tidy(() => hiddenStates(cfg, w, tf.tensor2d(x, [B, T], "int32"))); // (N, C)
+  const nll = new Float32Array(N), argmax = new Int32Array(N);
+  try {
+    for (let start = 0; start < N; start += rows) {
+      const n = Math.min(rows, N - start);
+      const targets = y.subarray(start, start + n);
+      const [nllT, argmaxT] = tf.tidy(() => {
+        const logits = headLogits(w, tf.slice(h, [start, 0], [n, C])); // (n, V)
+        return scoreLogits(logits, targets);
+      });
+      try {
+        nll.set((await nllT.data()) as Float32Array, start);
+        argmax.set((await argmaxT.data()) as Int32Array, start);
+      } finally {
+        nllT.dispose();
+        argmaxT.dispose();
+      }
+    }
+  } finally {
+    h.dispose();
+  }
+  return { nll, argmax };
+}
+
+/** Cross-entropy against targets (n) and argmax of logits (n, V) -> (n), (n). In tf.tidy. */
+function scoreLogits(logits: tf.Tensor2D, targets: Int32Array): [tf.Tensor1D, tf.Tensor1D] {
+  const rows = rowScores(logits, targets); // wasm: one softmax, one pass
+  if (rows) return [tf.tensor1d(rows.nll), tf.tensor1d(rows.argmax, "int32")];
+  const [n, V] = logits.shape;
+  const lse = tf.logSumExp(logits, 1); // (n)
+  // Target logit: gather from the flat logits at i*V + t_i (no one-hot, no (n, V) mask).
+  const flatIndex = new Int32Array(n);
+  for (let i = 0; i < n; i++) flatIndex[i] = i * V + targets[i];
+  const target = tf.gather(tf.reshape(logits, [n * V]), tf.tensor1d(flatIndex, "int32")); // (n)
+  return [tf.sub(lse, target) as tf.Tensor1D, tf.argMax(logits, 1) as tf.Tensor1D];
 }
 
 /** A fixed set of `count` windows of `seqLen` tokens: inputs x and next-token targets y. */

@@ -15,6 +15,10 @@
 //   float32 tf.oneHot is wrong on wasm);
 // - GELU: one fused derivative instead of a tape of eight elementwise ops.
 //
+// Without a gradient tape (evaluation) each half of each block runs in its own tf.tidy,
+// so memory holds one half-layer's activations, not the whole model's; training keeps
+// every layer's tensors for the backward pass. The ops are the same either way.
+//
 // Shape legend (used in the comments below):
 //   B  batch (sequences per micro-batch)     T  time (tokens per sequence, <= block_size)
 //   C  channels (n_embd)                     nh heads (n_head), hs = C / nh per head
@@ -323,12 +327,55 @@ function attention(
   return linear(cfg, w, `${prefix}.c_proj`, merged as tf.Tensor2D);
 }
 
-/** The final hidden states after ln_f: (B, T) token ids -> (B*T, C). */
-function hidden(cfg: GPTConfig, w: Weights, idx: tf.Tensor2D): tf.Tensor2D {
+/** The attention half of block i, residual included: x (B*T, C) -> x + attn(ln_1(x)). */
+function attentionHalf(
+  cfg: GPTConfig,
+  w: Weights,
+  i: number,
+  x: tf.Tensor2D,
+  B: number,
+  T: number,
+  mask: tf.Tensor2D,
+): tf.Tensor2D {
+  const h = `transformer.h.${i}`;
+  const attn = attention(cfg, w, `${h}.attn`, layerNorm(cfg, w, `${h}.ln_1`, x), B, T, mask);
+  return tf.add(x, attn); // (B*T, C)
+}
+
+/** The MLP half of block i, residual included: x (B*T, C) -> x + mlp(ln_2(x)). */
+function mlpHalf(cfg: GPTConfig, w: Weights, i: number, x: tf.Tensor2D): tf.Tensor2D {
+  const h = `transformer.h.${i}`;
+  const fc = gelu(linear(cfg, w, `${h}.mlp.c_fc`, layerNorm(cfg, w, `${h}.ln_2`, x))); // (B*T, 4C)
+  return tf.add(x, linear(cfg, w, `${h}.mlp.c_proj`, fc as tf.Tensor2D)); // (B*T, C)
+}
+
+export interface HiddenOptions {
+  /**
+   * Run each half of each block (attention, MLP) in its own tf.tidy, so its
+   * intermediates (the attention scores, the MLP's 4C-wide activations) are freed
+   * before the next: memory then holds one half-layer's activations instead of every
+   * layer's. The same ops in the same order, so the same numbers. Default: on when no
+   * gradient is being recorded; a gradient needs every layer's saved tensors, so
+   * training keeps the one scope of its caller.
+   */
+  freeEachLayer?: boolean;
+}
+
+/**
+ * The final hidden states after ln_f: (B, T) token ids -> (B*T, C). Call inside tf.tidy
+ * (or a gradient function).
+ */
+export function hiddenStates(
+  cfg: GPTConfig,
+  w: Weights,
+  idx: tf.Tensor2D,
+  opts: HiddenOptions = {},
+): tf.Tensor2D {
   const [B, T] = idx.shape;
   if (T > cfg.block_size) {
     throw new Error(`sequence length ${T} exceeds the model's block_size ${cfg.block_size}`);
   }
+  const freeEachLayer = opts.freeEachLayer ?? !tf.engine().isTapeOn();
   const C = cfg.n_embd;
   const idxFlat = tf.reshape(tf.cast(idx, "int32"), [B * T]) as tf.Tensor1D;
   const tok = embed(param(w, "transformer.wte.weight") as tf.Tensor2D, idxFlat); // (B*T, C)
@@ -336,23 +383,41 @@ function hidden(cfg: GPTConfig, w: Weights, idx: tf.Tensor2D): tf.Tensor2D {
   let x = tf.reshape(tf.add(tf.reshape(tok, [B, T, C]), pos), [B * T, C]) as tf.Tensor2D;
   const mask = causalMask(T);
   for (let i = 0; i < cfg.n_layer; i++) {
-    const h = `transformer.h.${i}`;
-    x = tf.add(x, attention(cfg, w, `${h}.attn`, layerNorm(cfg, w, `${h}.ln_1`, x), B, T, mask));
-    const fc = gelu(linear(cfg, w, `${h}.mlp.c_fc`, layerNorm(cfg, w, `${h}.ln_2`, x)));
-    x = tf.add(x, linear(cfg, w, `${h}.mlp.c_proj`, fc as tf.Tensor2D));
+    const halves = [
+      (input: tf.Tensor2D) => attentionHalf(cfg, w, i, input, B, T, mask),
+      (input: tf.Tensor2D) => mlpHalf(cfg, w, i, input),
+    ];
+    for (const half of halves) {
+      if (!freeEachLayer) {
+        x = half(x);
+        continue;
+      }
+      const input = x;
+      x = tf.tidy(() => half(input)); // (B*T, C); the half's intermediates freed
+      input.dispose();
+    }
   }
   return layerNorm(cfg, w, "transformer.ln_f", x);
 }
 
-/** Logits of the tied head: h (N, C) @ wte^T -> (N, V). */
-function head(w: Weights, h: tf.Tensor2D): tf.Tensor2D {
+/** Logits of the tied head: h (N, C) @ wte^T -> (N, V). Call inside tf.tidy. */
+export function headLogits(w: Weights, h: tf.Tensor2D): tf.Tensor2D {
   return tf.matMul(h, param(w, "transformer.wte.weight") as tf.Tensor2D, false, true);
 }
 
-/** (B, T) int32 token ids -> logits (B, T, V). Call inside tf.tidy. */
-export function forward(cfg: GPTConfig, w: Weights, idx: tf.Tensor2D): tf.Tensor3D {
+/**
+ * (B, T) int32 token ids -> logits (B, T, V). Call inside tf.tidy. The whole (B*T, V)
+ * logits at once: evaluation scores the head a chunk of rows at a time instead
+ * (lm/eval/loss.ts).
+ */
+export function forward(
+  cfg: GPTConfig,
+  w: Weights,
+  idx: tf.Tensor2D,
+  opts: HiddenOptions = {},
+): tf.Tensor3D {
   const [B, T] = idx.shape;
-  return tf.reshape(head(w, hidden(cfg, w, idx)), [B, T, cfg.vocab_size]);
+  return tf.reshape(headLogits(w, hiddenStates(cfg, w, idx, opts)), [B, T, cfg.vocab_size]);
 }
 
 /**
@@ -400,9 +465,9 @@ export function tokenLosses(
   if (fusedHeadLossAvailable()) {
     // wasm with a native BLAS: head and loss as one op, fewer passes over the logits.
     const wte = param(w, "transformer.wte.weight") as tf.Tensor2D;
-    return tf.reshape(headLoss(hidden(cfg, w, idx), wte, flatTargets), [B, T]);
+    return tf.reshape(headLoss(hiddenStates(cfg, w, idx), wte, flatTargets), [B, T]);
   }
-  const logits = head(w, hidden(cfg, w, idx)); // (B*T, V)
+  const logits = headLogits(w, hiddenStates(cfg, w, idx)); // (B*T, V)
   return tf.reshape(crossEntropyRows(logits, flatTargets, cfg.vocab_size), [B, T]);
 }
 

@@ -1,9 +1,17 @@
 // Held-out loss of a tiny fixed GPT against a float64 numpy reference
-// (tests/fixtures/eval/make_fixture.py), on the pure-JS cpu and the wasm backends.
+// (tests/fixtures/eval/make_fixture.py), on the pure-JS cpu and the wasm backends; the
+// output head in chunks gives the whole-logits scores bit for bit, holding one chunk.
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { setBackend } from "../../../lm/backend/backend.ts";
-import { type GPTConfig, weightsFromArrays } from "../../../lm/model/gpt.ts";
+import { rowScores } from "../../../lm/backend/head_loss.ts";
+import {
+  forward,
+  type GPTConfig,
+  initWeights,
+  modelConfig,
+  weightsFromArrays,
+} from "../../../lm/model/gpt.ts";
 import {
   disposeWeights,
   evaluateWindows,
@@ -78,6 +86,79 @@ for (const backend of ["cpu", "wasm"] as const) {
     }
   });
 }
+
+/**
+ * Per-position scores the way evaluation computed them in one scope: every layer and
+ * the whole (B*T, V) logits at once, then the same row scoring as scoreBatch.
+ */
+async function oneScopeScores(cfg: GPTConfig, w: Record<string, tf.Tensor>, B: number, T: number) {
+  const x = windows.x.subarray(0, B * T), y = windows.y.subarray(0, B * T);
+  const [nllT, argmaxT] = tf.tidy(() => {
+    const idx = tf.tensor2d(x, [B, T], "int32");
+    const logits = tf.reshape(forward(cfg, w, idx, { freeEachLayer: false }), [
+      B * T,
+      cfg.vocab_size,
+    ]) as tf.Tensor2D;
+    const rows = rowScores(logits, y);
+    if (rows) return [tf.tensor1d(rows.nll), tf.tensor1d(rows.argmax, "int32")];
+    const target = tf.gather(
+      tf.reshape(logits, [-1]),
+      tf.tensor1d(y.map((t, n) => n * cfg.vocab_size + t), "int32"),
+    );
+    return [tf.sub(tf.logSumExp(logits, 1), target), tf.argMax(logits, 1)];
+  });
+  const nll = new Uint32Array((await nllT.data() as Float32Array).buffer);
+  const argmax = Array.from(await argmaxT.data());
+  tf.dispose([nllT, argmaxT]);
+  return { nll, argmax };
+}
+
+for (const backend of ["cpu", "wasm"] as const) {
+  Deno.test(`scores are bit for bit those of the one-scope forward, in any head chunks (${backend})`, async () => {
+    await setBackend(backend);
+    const w = fixtureWeights();
+    try {
+      const B = 3, T = windows.seqLen, N = B * T; // 24 positions
+      const want = await oneScopeScores(fixture.config, w, B, T);
+      const x = windows.x.subarray(0, N), y = windows.y.subarray(0, N);
+      for (const headRows of [undefined, 1, 5, N, 2 * N]) {
+        const got = await scoreBatch(fixture.config, w, x, y, B, T, { headRows });
+        assert.deepEqual(new Uint32Array(got.nll.buffer), want.nll, `nll, ${headRows} rows`);
+        assert.deepEqual(Array.from(got.argmax), want.argmax, `argmax, ${headRows} rows`);
+      }
+      await assert.rejects(
+        () => scoreBatch(fixture.config, w, x, y, B, T, { headRows: 0 }),
+        /head rows per chunk must be a positive integer, got 0/,
+      );
+    } finally {
+      disposeWeights(w);
+    }
+  });
+}
+
+Deno.test("scoring holds one chunk of logits at a time, never the whole batch's", async () => {
+  await setBackend("cpu");
+  const cfg = modelConfig("cpu-tiny", 8192, { n_layer: 1, block_size: 32 });
+  const w = initWeights(cfg, 3);
+  const B = 2, T = 32, N = B * T;
+  const x = Int32Array.from({ length: N }, (_, i) => (i * 37) % cfg.vocab_size);
+  const y = Int32Array.from({ length: N }, (_, i) => (i * 41 + 1) % cfg.vocab_size);
+  const peakAbove = async (headRows: number) => {
+    const before = tf.memory().numBytes;
+    const profile = await tf.profile(async () => {
+      await scoreBatch(cfg, w, x, y, B, T, { headRows });
+    });
+    return profile.peakBytes - before;
+  };
+  try {
+    const logitsBytes = N * cfg.vocab_size * 4; // 2 MiB
+    const whole = await peakAbove(N), chunked = await peakAbove(2);
+    assert.ok(whole > logitsBytes, `one chunk of ${N} rows: peak ${whole} bytes`);
+    assert.ok(chunked < logitsBytes / 4, `chunks of 2 rows: peak ${chunked} bytes`);
+  } finally {
+    disposeWeights(w);
+  }
+});
 
 Deno.test("evaluation leaves no tensors behind", async () => {
   await setBackend("cpu");

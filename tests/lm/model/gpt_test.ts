@@ -1,7 +1,8 @@
 // Tests of lm/model/gpt.ts: loss and every gradient of a tiny GPT-2 against an independent
 // PyTorch implementation (tests/fixtures/gpt/generate.py) on the cpu and wasm backends,
-// Hugging Face tensor names, the causal mask, weight loading errors, and that training
-// lowers the loss on a tiny repeated text.
+// Hugging Face tensor names, the causal mask, weight loading errors, that evaluation's
+// layer-by-layer forward gives the one-scope forward's logits bit for bit with the
+// memory of one layer, and that training lowers the loss on a tiny repeated text.
 import assert from "node:assert/strict";
 import * as tf from "@tensorflow/tfjs-core";
 import { setBackend } from "../../../lm/backend/backend.ts";
@@ -193,6 +194,65 @@ Deno.test("causal: changing a future token leaves earlier logits unchanged", asy
     assert.ok(second.every((v, i) => v === secondB[i]), `${backend}: batch rows interact`);
     tf.dispose(Object.values(w));
   }
+});
+
+/** The bits of a float32 tensor's values, so that equality means bit for bit. */
+async function bits(t: tf.Tensor): Promise<Uint32Array> {
+  const values = await t.data() as Float32Array;
+  return new Uint32Array(values.buffer, values.byteOffset, values.length);
+}
+
+for (const backend of ["cpu", "wasm"] as const) {
+  Deno.test(`the layer-by-layer forward equals the one-scope forward bit for bit (${backend})`, async () => {
+    await setBackend(backend, { quiet: true });
+    // The PyTorch fixture (biases set) and a random 3-layer model without biases.
+    const models: [GPTConfig, Record<string, tf.Tensor>][] = [
+      [FIXTURE.config, weightsFromArrays(FIXTURE.config, fixtureArrays())],
+    ];
+    const random = modelConfig("cpu-tiny", 97, { n_layer: 3, block_size: 16 });
+    models.push([random, initWeights(random, 5)]);
+    for (const [cfg, w] of models) {
+      const T = Math.min(cfg.block_size, 16);
+      const ids = [0, 1].map((b) =>
+        Array.from({ length: T }, (_, t) => (b * 31 + t * 7) % cfg.vocab_size)
+      );
+      const idx = tf.tensor2d(ids, undefined, "int32");
+      const layered = tf.tidy(() => forward(cfg, w, idx)); // the default without a tape
+      const oneScope = tf.tidy(() => forward(cfg, w, idx, { freeEachLayer: false }));
+      const [a, b] = [await bits(layered), await bits(oneScope)];
+      assert.ok(a.some((v) => v !== 0), "logits are all zero");
+      assert.deepEqual(a, b, `${cfg.n_layer}-layer logits differ`);
+      tf.dispose([idx, layered, oneScope, ...Object.values(w)]);
+    }
+  });
+}
+
+/** Peak bytes of tensors above those alive before, during one forward in tf.tidy. */
+async function forwardPeakBytes(cfg: GPTConfig, freeEachLayer?: boolean): Promise<number> {
+  const w = initWeights(cfg, 2);
+  const ids = Array.from({ length: 2 }, () => Array.from({ length: 64 }, (_, t) => t));
+  const idx = tf.tensor2d(ids, undefined, "int32");
+  const before = tf.memory().numBytes;
+  const profile = await tf.profile(() => {
+    tf.tidy(() => forward(cfg, w, idx, freeEachLayer === undefined ? {} : { freeEachLayer }));
+  });
+  tf.dispose([idx, ...Object.values(w)]);
+  return profile.peakBytes - before;
+}
+
+Deno.test("an evaluation forward's memory grows with one layer, not with the depth", async () => {
+  await setBackend("cpu", { quiet: true });
+  const shape = (n_layer: number) =>
+    modelConfig("cpu-micro", 64, { n_layer, n_head: 4, block_size: 64 });
+  const layered = [await forwardPeakBytes(shape(4)), await forwardPeakBytes(shape(8))];
+  const oneScope = [
+    await forwardPeakBytes(shape(4), false),
+    await forwardPeakBytes(shape(8), false),
+  ];
+  // One scope holds every layer's activations: twice the layers, about twice the bytes.
+  assert.ok(oneScope[1] > 1.7 * oneScope[0], `one scope: ${oneScope[0]} -> ${oneScope[1]} bytes`);
+  assert.ok(layered[1] < 1.1 * layered[0], `layer by layer: ${layered[0]} -> ${layered[1]} bytes`);
+  assert.ok(layered[0] < 0.5 * oneScope[0], `4 layers: ${layered[0]} vs ${oneScope[0]} bytes`);
 });
 
 Deno.test("loss falls on a tiny repeated text within a few dozen Adam steps (wasm)", async () => {
