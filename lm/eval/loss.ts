@@ -11,7 +11,7 @@ import * as tf from "@tensorflow/tfjs-core";
 import { rowScores } from "../backend/head_loss.ts";
 import { type GPTConfig, headLogits, hiddenStates, type Weights } from "../model/gpt.ts";
 import { isNeox, type ModelConfig, modelWeights, readCheckpointF32 } from "../model/model.ts";
-import { neoxConfigFromJson, neoxScoreBatch } from "../model/neox.ts";
+import { neoxConfigFromJson, neoxHeadLogits, neoxHidden } from "../model/neox.ts";
 import { evalWindows, openTokens, readMeta, tokenFileName } from "../data/windows.ts";
 import type { SeriesInfo } from "../checkpoints/series.ts";
 
@@ -29,7 +29,6 @@ const HEAD_CHUNK_VALUES = 1 << 24;
 export interface ScoreOptions {
   /**
    * Rows (positions) of logits per chunk of the output head; default 64 MB of logits.
-   * Only GPT-2 reads it (GPT-NeoX chunks in lm/model/neox.ts).
    */
   headRows?: number;
 }
@@ -61,20 +60,24 @@ export async function scoreBatch(
       `scoreBatch: sequence length ${T} exceeds the model's block_size ${cfg.block_size}`,
     );
   }
-  if (isNeox(cfg)) return await neoxScoreBatch(cfg, w, x, y, B, T); // head in chunks
-  const N = B * T, V = cfg.vocab_size, C = cfg.n_embd;
+  const N = B * T, V = cfg.vocab_size;
+  const C = isNeox(cfg) ? cfg.hidden_size : cfg.n_embd;
   const rows = opts.headRows ?? Math.max(1, Math.floor(HEAD_CHUNK_VALUES / V));
   if (!Number.isInteger(rows) || rows < 1) {
     throw new Error(`scoreBatch: head rows per chunk must be a positive integer, got ${rows}`);
   }
-  const h = tf.tidy(() => hiddenStates(cfg, w, tf.tensor2d(x, [B, T], "int32"))); // (N, C)
+  const head = (part: tf.Tensor2D) => isNeox(cfg) ? neoxHeadLogits(w, part) : headLogits(w, part);
+  const h = tf.tidy(() => {
+    const idx = tf.tensor2d(x, [B, T], "int32");
+    return isNeox(cfg) ? neoxHidden(cfg, w, idx) : hiddenStates(cfg, w, idx); // (N, C)
+  });
   const nll = new Float32Array(N), argmax = new Int32Array(N);
   try {
     for (let start = 0; start < N; start += rows) {
       const n = Math.min(rows, N - start);
       const targets = y.subarray(start, start + n);
       const [nllT, argmaxT] = tf.tidy(() => {
-        const logits = headLogits(w, tf.slice(h, [start, 0], [n, C])); // (n, V)
+        const logits = head(tf.slice(h, [start, 0], [n, C])); // (n, V)
         return scoreLogits(logits, targets);
       });
       try {

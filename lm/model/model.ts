@@ -9,8 +9,8 @@
 // pytorch_model.bin.index.json (lm/checkpoints/torch_bin.ts), every float dtype decoded
 // to float32.
 import type * as tf from "@tensorflow/tfjs-core";
-import { forward as gptForward, type GPTConfig, weightsFromArrays } from "./gpt.ts";
-import { type NeoxConfig, neoxConfigFromJson, neoxForward, neoxWeightsFromArrays } from "./neox.ts";
+import { type GPTConfig, weightsFromArrays } from "./gpt.ts";
+import { type NeoxConfig, neoxConfigFromJson, neoxWeightsFromArrays } from "./neox.ts";
 import { CheckpointReader, INDEX_SUFFIX } from "../checkpoints/sharded.ts";
 import { decodeToF32, isFloatDType } from "../checkpoints/safetensors.ts";
 import { readTorchBin } from "../checkpoints/torch_bin.ts";
@@ -20,15 +20,6 @@ export type FloatArrays = Record<string, { shape: number[]; data: Float32Array }
 
 export function isNeox(cfg: ModelConfig): cfg is NeoxConfig {
   return (cfg as NeoxConfig).arch === "gpt_neox";
-}
-
-/** (B, T) token ids -> logits (B, T, V) of either family. Call inside tf.tidy. */
-export function modelForward(
-  cfg: ModelConfig,
-  w: Record<string, tf.Tensor>,
-  idx: tf.Tensor2D,
-): tf.Tensor3D {
-  return isNeox(cfg) ? neoxForward(cfg, w, idx) : gptForward(cfg, w, idx);
 }
 
 /** Hugging Face GPT-2 names without the `transformer.` prefix (as in the hub's gpt2) get it. */

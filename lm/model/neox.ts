@@ -15,7 +15,6 @@
 // Shape legend: B batch, T time (tokens), C channels (hidden_size), nh heads, hs = C / nh
 // per head, R = rotary_pct * hs rotated dims, F intermediate_size, V vocabulary.
 import * as tf from "@tensorflow/tfjs-core";
-import { rowScores } from "../backend/head_loss.ts";
 
 export interface NeoxConfig {
   arch: "gpt_neox";
@@ -287,66 +286,13 @@ export function neoxHidden(cfg: NeoxConfig, w: Weights, idx: tf.Tensor2D): tf.Te
   return layerNorm(w, "gpt_neox.final_layer_norm", x, eps);
 }
 
+/** The output head (untied): hidden states (n, C) -> logits (n, V). Call inside tf.tidy. */
+export function neoxHeadLogits(w: Weights, h: tf.Tensor2D): tf.Tensor2D {
+  return tf.matMul(h, param(w, "embed_out.weight") as tf.Tensor2D, false, true); // (n, V)
+}
+
 /** (B, T) token ids -> logits (B, T, V). Call inside tf.tidy. */
 export function neoxForward(cfg: NeoxConfig, w: Weights, idx: tf.Tensor2D): tf.Tensor3D {
   const [B, T] = idx.shape;
-  const logits = tf.matMul(
-    neoxHidden(cfg, w, idx),
-    param(w, "embed_out.weight") as tf.Tensor2D,
-    false,
-    true,
-  );
-  return tf.reshape(logits, [B, T, cfg.vocab_size]);
-}
-
-/** Logit values per chunk of the output head: 16M floats (64 MB) at a time. */
-const HEAD_CHUNK_VALUES = 1 << 24;
-
-/**
- * Per-position cross-entropy of y and argmax prediction for x, (B, T) row-major, with
- * the output head applied a chunk of rows at a time: a Pythia window of 2048 tokens
- * has 2048 x 50304 logits (400 MB), more than the wasm backend's memory holds at once.
- */
-export async function neoxScoreBatch(
-  cfg: NeoxConfig,
-  w: Weights,
-  x: Int32Array,
-  y: Int32Array,
-  B: number,
-  T: number,
-): Promise<{ nll: Float32Array; argmax: Int32Array }> {
-  const N = B * T, V = cfg.vocab_size, C = cfg.hidden_size;
-  const h = tf.tidy(() => neoxHidden(cfg, w, tf.tensor2d(x, [B, T], "int32")));
-  const nll = new Float32Array(N);
-  const argmax = new Int32Array(N);
-  const rows = Math.max(1, Math.floor(HEAD_CHUNK_VALUES / V));
-  try {
-    for (let start = 0; start < N; start += rows) {
-      const n = Math.min(rows, N - start);
-      const [lossT, argT] = tf.tidy(() => {
-        const logits = tf.matMul(
-          tf.slice(h, [start, 0], [n, C]),
-          param(w, "embed_out.weight") as tf.Tensor2D,
-          false,
-          true,
-        ); // (n, V)
-        const fast = rowScores(logits as tf.Tensor2D, y.subarray(start, start + n)); // wasm: one pass
-        if (fast) return [tf.tensor1d(fast.nll), tf.tensor1d(fast.argmax, "int32")];
-        const flatIndex = new Int32Array(n);
-        for (let i = 0; i < n; i++) flatIndex[i] = i * V + y[start + i];
-        const target = tf.gather(tf.reshape(logits, [n * V]), tf.tensor1d(flatIndex, "int32"));
-        return [tf.sub(tf.logSumExp(logits, 1), target), tf.argMax(logits, 1)];
-      });
-      try {
-        nll.set(await lossT.data() as Float32Array, start);
-        argmax.set(await argT.data() as Int32Array, start);
-      } finally {
-        lossT.dispose();
-        argT.dispose();
-      }
-    }
-  } finally {
-    h.dispose();
-  }
-  return { nll, argmax };
+  return tf.reshape(neoxHeadLogits(w, neoxHidden(cfg, w, idx)), [B, T, cfg.vocab_size]);
 }
