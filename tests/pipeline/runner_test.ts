@@ -81,8 +81,8 @@ Deno.test("editing a step's module reruns its instances and descendants only", a
     const dry = await runToy(config, art, { kinds, dryRun: true });
     const wouldRun = dry.outcomes.filter((o) => o.status === "would-run");
     assert.deepEqual(wouldRun.map((o) => o.reasons![0]), [
-      "code changed",
-      "code changed",
+      "code changed: steps/square.ts (EDITED)",
+      "code changed: steps/square.ts (EDITED)",
       "input changed",
     ]);
     assert.deepEqual(executedLabels(await runToy(config, art, { kinds })), [
