@@ -192,9 +192,7 @@ export async function withSharedLock<T>(
       if (!told) {
         const owner = await readOwner(path);
         if (owner) {
-          opts.onWait?.(
-            `waiting for ${owner.host} pid ${owner.pid}${owner.job ? ` (job ${owner.job})` : ""}`,
-          );
+          opts.onWait?.(`waiting for ${describeOwner(owner)}`);
           told = true;
         }
       }

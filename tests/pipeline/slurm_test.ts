@@ -387,6 +387,13 @@ Deno.test({
           assert.match(first.output(), /0 ran, 0 cached, 0 failed, 0 skipped, 2 cancelled/);
           assert.deepEqual(await liveJobs(cluster), [], "a cancelled run left jobs behind");
           assert.deepEqual(await manifests(`${work}/cancel`), []);
+          // Slurm forgets a cancelled job at once; its process may still be cleaning up.
+          await waitFor(
+            "the cancelled job's process to exit",
+            async () => (await processesRunning(config)).length === 0,
+            () => "still running",
+            10_000,
+          );
           // The job stopped on SIGTERM: it released the key's lock and removed its work folder.
           const names = (dir: string) => [...Deno.readDirSync(dir)].map((e) => e.name);
           assert.deepEqual(
@@ -397,12 +404,6 @@ Deno.test({
           assert.match(
             await Deno.readTextFile(await jobLog(`${work}/cancel`)),
             /SIGTERM: stopping/,
-          );
-          await waitFor(
-            "the cancelled job's process to exit",
-            async () => (await processesRunning(config)).length === 0,
-            () => "still running",
-            10_000,
           );
         } finally {
           await cleanUp(cluster, children);
