@@ -180,10 +180,16 @@ function intervalColumns(i: GapInterval) {
 
 /** Rows of both tables for one set of pairings (one seed, or a pool of seeds). */
 export function intervalRows(
-  pairings: Pairing[],
+  given: Pairing[],
   seriesId: string,
   params: IntervalParams,
 ) {
+  // In seed order: the resampling draws seeds by position, so an order that followed the
+  // cache keys would move an interval's last digits whenever the code changed.
+  const pairings = [...given].sort((a, b) =>
+    (a.series.seed ?? -1) - (b.series.seed ?? -1) ||
+    (a.series.series_id < b.series.series_id ? -1 : a.series.series_id > b.series.series_id ? 1 : 0)
+  );
   const first = pairings[0].series;
   const seed = pairings.length === 1 ? first.seed : null;
   const who = describe(first, seriesId, seed);

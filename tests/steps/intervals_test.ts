@@ -74,6 +74,18 @@ Deno.test("intervalRows: one row per shared step, a mean from mean_from on, seed
   ]);
   assert.ok(Math.abs(one.means[0].gap - (-0.015 + 0.002)) < 1e-12);
   const pooled = intervalRows([pairing(0, 0), pairing(1, 0.004)], "pooled:x", params);
+  // The pool's order does not matter: seeds are resampled in seed order.
+  const uneven = (seed: number) => ({
+    series: meta(seed),
+    byStep: new Map([[100, {
+      diffs: Float64Array.from({ length: 12 }, (_, i) => ((i * (seed + 3)) % 7) * 0.001 * seed),
+      strata: Int32Array.from({ length: 12 }, (_, i) => i % 3),
+    }]]),
+  });
+  assert.deepEqual(
+    intervalRows([uneven(2), uneven(0), uneven(1)], "pooled:y", params),
+    intervalRows([uneven(0), uneven(1), uneven(2)], "pooled:y", params),
+  );
   assert.ok(pooled.perStep.every((r) => r.seed === null && r.n_seeds === 2));
   assert.ok(Math.abs(pooled.perStep[0].gap - (0.002 + 0.002)) < 1e-12);
   assert.ok(pooled.perStep[0].lower <= pooled.perStep[0].gap);
