@@ -16,7 +16,7 @@ import {
   INDEX_SUFFIX,
   resolveCheckpointPath,
 } from "../lm/checkpoints/sharded.ts";
-import { type DType, isFloatDType } from "../lm/checkpoints/safetensors.ts";
+import { type DType, isFloatDType } from "../lm/checkpoints/dtypes.ts";
 import { listSeries, type SeriesInfo, writeSeriesInfo } from "../lm/checkpoints/series.ts";
 
 export const HELP = `Average safetensors checkpoints (LAWA, EMA, SWA).

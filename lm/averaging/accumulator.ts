@@ -10,15 +10,14 @@
 // Every float dtype (F32, F64, F16, BF16) is decoded and accumulated in float64 (or
 // float32 if asked); additions run in member order, so the streamed and the kept sums
 // are bit-identical. Integer tensors are copied from the newest member.
+import { SafetensorsWriter, type TensorSpec } from "../checkpoints/safetensors.ts";
 import {
   blendInto,
   type DType,
   DTYPE_BYTES,
   encodeFloats,
   numelOf,
-  SafetensorsWriter,
-  type TensorSpec,
-} from "../checkpoints/safetensors.ts";
+} from "../checkpoints/dtypes.ts";
 import type { CheckpointReader } from "../checkpoints/sharded.ts";
 
 /** One tensor of the checkpoints being averaged (the same in every member). */

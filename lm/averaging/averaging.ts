@@ -7,7 +7,7 @@
 // exact recompute every `recomputeEvery` windows so rounding error cannot build up.
 // Tensor names are matched after stripping `_orig_mod.` and `module.` prefixes
 // (torch.compile and DDP wrappers).
-import { isFloatDType } from "../checkpoints/safetensors.ts";
+import { isFloatDType } from "../checkpoints/dtypes.ts";
 import { CheckpointReader } from "../checkpoints/sharded.ts";
 import { checkpointFileName } from "../checkpoints/series.ts";
 import { Accumulator, type OutputFile, type TensorLayout } from "./accumulator.ts";

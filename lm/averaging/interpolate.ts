@@ -1,13 +1,8 @@
 // Linear interpolation of two checkpoints, θ = α·θ_a + (1-α)·θ_b: the path the
 // linear-mode-connectivity figure (Fig. 15) scores. Streams tensor by tensor like the
 // averaging it sits beside.
-import {
-  blendInto,
-  encodeFloats,
-  numelOf,
-  SafetensorsWriter,
-  type TensorSpec,
-} from "../checkpoints/safetensors.ts";
+import { SafetensorsWriter, type TensorSpec } from "../checkpoints/safetensors.ts";
+import { blendInto, encodeFloats, numelOf } from "../checkpoints/dtypes.ts";
 import { openAndCheck } from "./averaging.ts";
 
 // Linear interpolation (linear mode connectivity).

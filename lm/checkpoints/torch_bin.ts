@@ -13,8 +13,9 @@
 // calls, imports or evaluates anything from the file.
 //
 // The zip container is read by ./zip.ts.
-import type { DType } from "./safetensors.ts";
-import { DTYPE_BYTES, numelOf, writeSafetensors } from "./safetensors.ts";
+import type { DType } from "./dtypes.ts";
+import { writeSafetensors } from "./safetensors.ts";
+import { DTYPE_BYTES, numelOf } from "./dtypes.ts";
 import { entryBytes, readZipEntries } from "./zip.ts";
 
 /** One tensor read from a .bin: its raw little-endian bytes, contiguous. */

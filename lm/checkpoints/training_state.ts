@@ -10,7 +10,8 @@
 // The tensors are written first (atomically), then state.json is replaced atomically to
 // point at them, and only then are older state files removed: a crash at any moment
 // leaves a complete, consistent state (the old one or the new one).
-import { type DType, encodeFloats, readSafetensorsF32, writeSafetensors } from "./safetensors.ts";
+import { readSafetensorsF32, writeSafetensors } from "./safetensors.ts";
+import { type DType, encodeFloats } from "./dtypes.ts";
 import type { AdamWState, TensorArray } from "../train/optim.ts";
 
 export type Arrays = Record<string, TensorArray>;

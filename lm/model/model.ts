@@ -12,7 +12,7 @@ import type * as tf from "@tensorflow/tfjs-core";
 import { type GPTConfig, weightsFromArrays } from "./gpt.ts";
 import { type NeoxConfig, neoxConfigFromJson, neoxWeightsFromArrays } from "./neox.ts";
 import { CheckpointReader, INDEX_SUFFIX } from "../checkpoints/sharded.ts";
-import { decodeToF32, isFloatDType } from "../checkpoints/safetensors.ts";
+import { decodeToF32, isFloatDType } from "../checkpoints/dtypes.ts";
 import { readTorchBin } from "../checkpoints/torch_bin.ts";
 
 export type ModelConfig = GPTConfig | NeoxConfig;

@@ -4,11 +4,8 @@
 // input folder. Each is one line naming the file (and tensor), and nothing is written.
 import assert from "node:assert/strict";
 import { firstNonFinite, runAverageCli } from "../../cli/average.ts";
-import {
-  type DType,
-  f32BitsToBf16Bits,
-  writeSafetensors,
-} from "../../lm/checkpoints/safetensors.ts";
+import { writeSafetensors } from "../../lm/checkpoints/safetensors.ts";
+import { type DType, f32BitsToBf16Bits } from "../../lm/checkpoints/dtypes.ts";
 
 /** A checkpoint of two float tensors, `w` in `dtype`, with `bad` written at w[2]. */
 async function writeMember(

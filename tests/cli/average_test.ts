@@ -13,7 +13,7 @@ import {
   SafetensorsReader,
   writeSafetensors,
 } from "../../lm/checkpoints/safetensors.ts";
-import type { DType } from "../../lm/checkpoints/safetensors.ts";
+import type { DType } from "../../lm/checkpoints/dtypes.ts";
 import { readSeriesInfo } from "../../lm/checkpoints/series.ts";
 
 const FIXTURE = new URL("../fixtures/averaging/", import.meta.url).pathname;

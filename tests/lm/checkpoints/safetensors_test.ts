@@ -2,14 +2,13 @@
 // (tests/fixtures/averaging/generate.py), and of every malformed-file error.
 import assert from "node:assert/strict";
 import {
-  decodeToF32,
-  encodeFloats,
   readSafetensorsF32,
   readSafetensorsHeader,
   SafetensorsReader,
   SafetensorsWriter,
   writeSafetensors,
 } from "../../../lm/checkpoints/safetensors.ts";
+import { decodeToF32, encodeFloats } from "../../../lm/checkpoints/dtypes.ts";
 import { CheckpointReader } from "../../../lm/checkpoints/sharded.ts";
 
 const FIXTURE = new URL("../../fixtures/averaging/", import.meta.url).pathname;
