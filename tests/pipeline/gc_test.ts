@@ -1,26 +1,17 @@
 import assert from "node:assert/strict";
-import { main } from "../../pipeline/cli.ts";
-import { silentReporter } from "../../pipeline/status.ts";
-import { TOY_KINDS } from "../fixtures/toy/registry.ts";
-import { cacheKeys, queryDb, tempDir, TOY_YAML, writeConfig, writeOwner } from "./toy_helpers.ts";
-
-async function cli(args: string[]): Promise<{ code: number; out: string }> {
-  let out = "";
-  const code = await main(args, {
-    kinds: TOY_KINDS,
-    reporter: silentReporter,
-    stdout: (t) => (out += t + "\n"),
-  });
-  return { code, out };
-}
+import { cli } from "./fault_helpers.ts";
+import {
+  cacheKeys,
+  queryDb,
+  tempDir,
+  TOY_YAML,
+  toyProject,
+  writeConfig,
+  writeOwner,
+} from "./toy_helpers.ts";
 
 Deno.test("status lists instances; gc drops only entries no config reaches", async () => {
-  const dir = await tempDir();
-  const configs = `${dir}/configs`;
-  await Deno.mkdir(configs);
-  const art = `${dir}/art`;
-  const common = ["--artifacts", art, "--configs", configs];
-  await writeConfig(configs, "toy.yaml", TOY_YAML);
+  const { dir, configs, art, common } = await toyProject();
   assert.equal((await cli(["run", "toy", ...common])).code, 0);
 
   const status = await cli(["status", "toy", ...common]);
@@ -54,12 +45,7 @@ async function tmpNames(art: string): Promise<string[]> {
 }
 
 Deno.test("gc keeps what --set and --seeds runs reached, until their records are cut", async () => {
-  const dir = await tempDir();
-  const configs = `${dir}/configs`;
-  await Deno.mkdir(configs);
-  const art = `${dir}/art`;
-  const common = ["--artifacts", art, "--configs", configs];
-  await writeConfig(configs, "toy.yaml", TOY_YAML);
+  const { dir, art, common } = await toyProject();
   assert.equal((await cli(["run", "toy", ...common])).code, 0);
   const asWritten = await cacheKeys(art);
   assert.equal((await cli(["run", "toy", "--set", "source.n=4", ...common])).code, 0);

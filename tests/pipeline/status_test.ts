@@ -1,28 +1,11 @@
 // `status` names an instance that is being built right now, here or on another node
 // (whoever holds its lock), instead of calling it missing.
 import assert from "node:assert/strict";
-import { main } from "../../pipeline/cli.ts";
-import { silentReporter } from "../../pipeline/status.ts";
-import { TOY_KINDS } from "../fixtures/toy/registry.ts";
-import { cacheKeys, tempDir, TOY_YAML, writeConfig, writeOwner } from "./toy_helpers.ts";
-
-async function cli(args: string[]): Promise<{ code: number; out: string }> {
-  let out = "";
-  const code = await main(args, {
-    kinds: TOY_KINDS,
-    reporter: silentReporter,
-    stdout: (t) => (out += t + "\n"),
-  });
-  return { code, out };
-}
+import { cli } from "./fault_helpers.ts";
+import { cacheKeys, toyProject, writeOwner } from "./toy_helpers.ts";
 
 Deno.test("status shows who is building a missing instance; a dead owner leaves it missing", async () => {
-  const dir = await tempDir();
-  const configs = `${dir}/configs`;
-  await Deno.mkdir(configs);
-  const art = `${dir}/art`;
-  const common = ["--artifacts", art, "--configs", configs];
-  await writeConfig(configs, "toy.yaml", TOY_YAML);
+  const { dir, art, common } = await toyProject();
   assert.equal((await cli(["run", "toy", ...common])).code, 0);
   const keys = await cacheKeys(art);
   for (const key of keys) await Deno.remove(`${art}/cache/${key}`, { recursive: true });

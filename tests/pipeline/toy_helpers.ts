@@ -79,3 +79,15 @@ export async function writeOwner(art: string, key: string, host: string, pid: nu
   const then = new Date(Date.now() - ageS * 1000);
   await Deno.utime(path, then, then);
 }
+
+/** A temp project: a configs folder holding toy.yaml, an artifacts path, and the flags naming both. */
+export async function toyProject(
+  yaml = TOY_YAML,
+): Promise<{ dir: string; configs: string; art: string; common: string[] }> {
+  const dir = await tempDir();
+  const configs = `${dir}/configs`;
+  await Deno.mkdir(configs);
+  const art = `${dir}/art`;
+  await writeConfig(configs, "toy.yaml", yaml);
+  return { dir, configs, art, common: ["--artifacts", art, "--configs", configs] };
+}
