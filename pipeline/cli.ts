@@ -13,7 +13,7 @@ import { runPipeline, type RunSummary } from "./runner.ts";
 import { createReporter, formatDuration, type Reporter } from "./progress.ts";
 import { pipelineStatus } from "./status.ts";
 import { collectGarbage } from "./gc.ts";
-import { parseAge, recordRun } from "./run_records.ts";
+import { parseAge, RunRecorder } from "./run_records.ts";
 import { UserError } from "./errors.ts";
 import { Fingerprinter } from "./fingerprint.ts";
 import { didYouMean } from "./suggest.ts";
@@ -352,6 +352,16 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
         (dryRun ? " (dry run)" : `, ${jobs} at a time`) +
         (chosen.executor && !dryRun ? ` on ${chosen.name}` : ""),
     );
+    // What this run reaches, kept current while it runs, so that gc keeps it (configs
+    // alone miss --set, --seeds).
+    const recorder = dryRun ? null : new RunRecorder(artifacts, {
+      pipeline: file,
+      args: pipelineArgs,
+      backend,
+      seeds: pipeline.seeds,
+      started,
+    });
+    await recorder?.start();
     const summary = await runPipeline({
       ...common,
       jobs,
@@ -359,23 +369,10 @@ export async function main(argv: string[], opts: CliOptions): Promise<number> {
       dryRun,
       reporter,
       executor: chosen.executor,
+      onKey: (key, instance) => recorder?.reached(key, instance.kind.resumable === true),
     });
     reporter.close();
-    if (!dryRun) {
-      // What this run reached, so that gc keeps it (configs alone miss --set, --seeds).
-      const reached = summary.outcomes.filter((o) => o.key !== null);
-      await recordRun(artifacts, {
-        pipeline: file,
-        args: pipelineArgs,
-        backend,
-        seeds: pipeline.seeds,
-        started,
-        finished: new Date().toISOString(),
-        complete: !summary.failed.length && !summary.skipped && !summary.cancelled,
-        keys: reached.map((o) => o.key!),
-        resumable: reached.filter((o) => o.instance.kind.resumable).map((o) => o.key!),
-      });
-    }
+    await recorder?.finish(!summary.failed.length && !summary.skipped && !summary.cancelled);
     if (dryRun) {
       const wouldRun = summary.outcomes.filter((o) => o.status === "would-run").length;
       stdout(`${wouldRun} would run, ${summary.cached} cached`);

@@ -2,11 +2,15 @@
 // as written; a run with `--set`, `--seeds`, `--seed` or `--backend` reaches entries no
 // config does, and its user expects them to stay. Each run (not a dry run) writes
 // `<artifacts>/runs/<time>-<id>.json`: the pipeline file, the flags that changed what
-// it reached, and the cache keys of its instances. gc keeps the keys of the records it
+// it reached, and the cache keys of its instances. The record is written when the run
+// starts and rewritten (at most every second) as it learns each instance's key, marked
+// `inProgress`, so a gc meanwhile keeps what the run has reached but not yet read, and
+// a run killed outright still leaves its record; the last write marks it finished.
+// gc keeps the keys of the records it
 // counts: the newest complete run of each command line (an older run of the same
 // command line is superseded), minus those the user cuts with `--older-than` or
 // `--keep-runs`.
-import { UserError } from "./errors.ts";
+import { onDisk, UserError } from "./errors.ts";
 
 export interface RunRecord {
   format: "run-record/1";
@@ -20,6 +24,8 @@ export interface RunRecord {
   finished: string;
   /** Whether every instance was built or cached (only such a run supersedes older ones). */
   complete: boolean;
+  /** The run had not ended when this was written (`finished`: the time of writing). */
+  inProgress?: boolean;
   /** Cache keys of the run's instances (built, cached, or failed with a known key). */
   keys: string[];
   /** Of those, the keys of resumable steps: their work folders hold progress. */
@@ -35,20 +41,25 @@ export function runsDir(artifacts: string): string {
   return `${artifacts}/runs`;
 }
 
-/** Write a run's record (atomically: a reader never sees half of it); returns its path. */
+/**
+ * Write a run's record (atomically: a reader never sees half of it), at `path` when
+ * given (replacing it), else at a new path named by its start; returns the path.
+ */
 export async function recordRun(
   artifacts: string,
   record: Omit<RunRecord, "format">,
+  path?: string,
 ): Promise<string> {
   const dir = runsDir(artifacts);
-  await Deno.mkdir(dir, { recursive: true });
-  const stamp = record.finished.replace(/[:.]/g, "-");
-  const path = `${dir}/${stamp}-${crypto.randomUUID().slice(0, 8)}.json`;
-  const tmp = `${path}.tmp`;
+  const to = path ??
+    `${dir}/${record.started.replace(/[:.]/g, "-")}-${crypto.randomUUID().slice(0, 8)}.json`;
   const full: RunRecord = { format: "run-record/1", ...record };
-  await Deno.writeTextFile(tmp, JSON.stringify(full, null, 2) + "\n");
-  await Deno.rename(tmp, path);
-  return path;
+  await onDisk(dir, async () => {
+    await Deno.mkdir(dir, { recursive: true });
+    await Deno.writeTextFile(`${to}.tmp`, JSON.stringify(full, null, 2) + "\n");
+    await Deno.rename(`${to}.tmp`, to);
+  });
+  return to;
 }
 
 function recordProblem(r: Partial<RunRecord> | null): string | null {
@@ -160,4 +171,56 @@ function formatAge(ms: number): string {
     if (ms >= UNITS_MS[unit]) return `${Math.floor(ms / UNITS_MS[unit])}${unit}`;
   }
   return `${Math.floor(ms / UNITS_MS.m)}m`;
+}
+
+/**
+ * A run's record kept current while it runs: `reached(key)` as the runner learns each
+ * instance's key; the record is rewritten at most every `everyMs`, and `finish` writes
+ * the final one.
+ */
+export class RunRecorder {
+  private readonly keys = new Set<string>();
+  private readonly resumable = new Set<string>();
+  private path: string | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly artifacts: string,
+    private readonly about: Pick<RunRecord, "pipeline" | "args" | "backend" | "seeds" | "started">,
+    private readonly everyMs = 1000,
+  ) {}
+
+  /** Write the first record (no keys yet). */
+  async start(): Promise<void> {
+    await this.write({ complete: false, inProgress: true });
+  }
+
+  reached(key: string, resumable: boolean): void {
+    if (this.keys.has(key)) return;
+    this.keys.add(key);
+    if (resumable) this.resumable.add(key);
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      this.writing = this.writing.then(() => this.write({ complete: false, inProgress: true }))
+        .catch(() => {}); // a missed update is made good by the next one or by finish
+    }, this.everyMs);
+  }
+
+  async finish(complete: boolean): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.writing;
+    await this.write({ complete });
+  }
+
+  private async write(state: Pick<RunRecord, "complete" | "inProgress">): Promise<void> {
+    this.path = await recordRun(this.artifacts, {
+      ...this.about,
+      finished: new Date().toISOString(),
+      ...state,
+      keys: [...this.keys],
+      resumable: [...this.resumable],
+    }, this.path);
+  }
 }

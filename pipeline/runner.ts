@@ -58,6 +58,8 @@ export interface RunOptions {
   /** In-process by default; a ClusterExecutor builds each instance in a job. */
   executor?: Executor | ClusterExecutor;
   fingerprinter?: Fingerprinter;
+  /** Told each instance's cache key as soon as it is known (not in a dry run). */
+  onKey?: (key: string, instance: Instance) => void;
 }
 
 export interface RunSummary {
@@ -207,6 +209,7 @@ export async function runPipeline(opts: RunOptions): Promise<RunSummary> {
       return { instance, status: "would-run", key: null, reasons };
     }
     const key = cacheKey(parts as KeyParts);
+    if (!opts.dryRun) opts.onKey?.(key, instance);
     // Checked on every use (sizes and file stamps): a damaged entry is rebuilt, never used.
     const found = await store.inspect(key);
     const existing = found.state === "ok" ? found.manifest : null;

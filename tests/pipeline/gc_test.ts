@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cli } from "./fault_helpers.ts";
+import { cli, toyProcess } from "./fault_helpers.ts";
 import {
   cacheKeys,
   queryDb,
@@ -127,5 +127,49 @@ Deno.test("gc skips what a live cross-node lock holds; a dead owner blocks nothi
   const owners = [...Deno.readDirSync(`${art}/cache/.locks`)]
     .map((e) => e.name).filter((n) => n.endsWith(".owner")).sort();
   assert.deepEqual(owners, [`${held}.lock.owner`, `${writing}.lock.owner`].sort());
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("a run in progress is on record: gc meanwhile keeps what it reached, even if it is killed", async () => {
+  // The configs folder reaches other entries (n: 5) than the run (n: 3).
+  const { dir, art, common } = await toyProject(TOY_YAML.replace("n: 3", "n: 5"));
+  const marker = `${dir}/nap-started`;
+  // Outside the configs folder: only the run's own record can keep its entries.
+  const config = await writeConfig(
+    dir,
+    "nap.yaml",
+    TOY_YAML + `  nap: { kind: sleep, inputs: { numbers: source }, params: ` +
+      `{ marker: ${marker}, release: ${dir}/never } }\n`,
+  );
+  const child = toyProcess(["run", config, "--artifacts", art]).spawn();
+  try {
+    while (!(await Deno.stat(marker).catch(() => null))) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // The sources are built (and their keys told to the record); nap holds its lock.
+    const built = await cacheKeys(art);
+    assert.ok(built.length >= 2, `built: ${built.join(", ")}`);
+    await new Promise((r) => setTimeout(r, 1500)); // the record is rewritten within 1 s
+    const records = [...Deno.readDirSync(`${art}/runs`)].map((e) => e.name);
+    assert.equal(records.length, 1, records.join(", "));
+    const record = JSON.parse(await Deno.readTextFile(`${art}/runs/${records[0]}`));
+    assert.equal(record.inProgress, true);
+    for (const key of built) assert.ok(record.keys.includes(key), `record lacks ${key}`);
+
+    const gc = await cli(["gc", ...common]);
+    assert.equal(gc.code, 0, gc.err);
+    const kept = await cacheKeys(art);
+    for (const key of built) assert.ok(kept.includes(key), `gc removed ${key}`);
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+  }
+  // Killed outright: the in-progress record stays, and so do the entries it names.
+  const recorded = await cacheKeys(art);
+  assert.equal((await cli(["gc", ...common])).code, 0);
+  assert.deepEqual(await cacheKeys(art), recorded);
+  // Cut by age like any record (its time is its last update).
+  assert.equal((await cli(["gc", "--keep-runs", "0", ...common])).code, 0);
+  assert.equal((await cacheKeys(art)).length, 0);
   await Deno.remove(dir, { recursive: true });
 });
