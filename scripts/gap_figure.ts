@@ -29,10 +29,17 @@ const key = values.key ?? String(
      ORDER BY started DESC LIMIT 1`,
   ))[0]?.key ?? "",
 );
+// Several seeds: their pooled rows (seed NULL); one seed: its own rows.
+const pooled = Number(
+  (await db.query(
+    `SELECT count(*) AS n FROM gap_intervals WHERE instance_key = ? AND seed IS NULL`,
+    [key],
+  ))[0]?.n ?? 0,
+) > 0;
 const rows = await db.query(
-  `SELECT DISTINCT preset, steps_total, lr, step, gap, lower, upper, n_windows
+  `SELECT DISTINCT preset, steps_total, lr, step, gap, lower, upper, n_windows, n_seeds
    FROM gap_intervals WHERE instance_key = ? AND method = 'lawa' AND k = 5 AND nu = ?
-     AND seed IS NOT NULL
+     AND seed IS ${pooled ? "" : "NOT "}NULL
    ORDER BY preset, steps_total, lr, step`,
   [key, nu],
 );
@@ -53,7 +60,8 @@ const spec = {
   title: {
     text: [
       `LAWA k=5 ν=${nu} minus its own original`,
-      "held-out loss gap, 95% paired-bootstrap band",
+      "held-out loss gap, 95% paired-bootstrap band" +
+      (pooled ? `, ${Number(rows[0]?.n_seeds)} seeds pooled` : ""),
     ],
     anchor: "start",
   },
