@@ -2,6 +2,8 @@
 // position) against a training step (forward + backward + Adam update) on the same model
 // and the same token batches, in the same run. The goal is evaluation >= 2.5x faster per
 // token, so evaluating every checkpoint of several series costs little next to training.
+// Two evaluations: with the argmax predictions (what `diversity: true` needs) and losses
+// only (the `evaluate` step's default), each timed alternately with training.
 //
 //   deno run --allow-all bench/eval.ts [--backend=wasm] [--repeats=5] [--batch=8]
 import * as tf from "@tensorflow/tfjs";
@@ -55,12 +57,14 @@ async function trainRun(): Promise<void> {
   }
 }
 
-async function evalRun(): Promise<void> {
-  await evaluateWindows(cfg, w, windows, { batchSize: B, keepPredictions: true });
-}
+const evalRun = (keepPredictions: boolean) => async () => {
+  await evaluateWindows(cfg, w, windows, { batchSize: B, keepPredictions });
+};
 
 /** Warm both up, then alternate timed runs so that machine noise hits both alike. */
-async function timeBoth(): Promise<{ train: number[]; evaluate: number[] }> {
+async function timeBoth(
+  evalRun: () => Promise<void>,
+): Promise<{ train: number[]; evaluate: number[] }> {
   await trainRun();
   await evalRun();
   const train: number[] = [];
@@ -79,27 +83,32 @@ async function timeBoth(): Promise<{ train: number[]; evaluate: number[] }> {
 const median = (s: number[]) => s[Math.floor(s.length / 2)];
 const rate = (s: number) => Math.round(tokensPerRun / s);
 
-const { train: trainS, evaluate: evalS } = await timeBoth();
-console.log(
-  `train step (fwd+bwd+adam): best ${rate(trainS[0])} tok/s, median ${
-    rate(median(trainS))
-  } tok/s ` +
-    `(min ${trainS[0].toFixed(3)} s, median ${
-      median(trainS).toFixed(3)
-    } s per ${tokensPerRun} tokens)`,
-);
-console.log(
-  `evaluation (fwd only):     best ${rate(evalS[0])} tok/s, median ${rate(median(evalS))} tok/s ` +
-    `(min ${evalS[0].toFixed(3)} s, median ${
-      median(evalS).toFixed(3)
-    } s per ${tokensPerRun} tokens)`,
-);
-const ratioBest = trainS[0] / evalS[0];
-const ratioMedian = median(trainS) / median(evalS);
-console.log(
-  `ratio evaluation/training tokens/s: best ${ratioBest.toFixed(2)}x, median ${
-    ratioMedian.toFixed(2)
-  }x (goal >= 2.5x) ${ratioMedian >= 2.5 ? "OK" : "BELOW GOAL"}`,
-);
+for (const [what, keep] of [["with predictions", true], ["losses only", false]] as const) {
+  const { train: trainS, evaluate: evalS } = await timeBoth(evalRun(keep));
+  console.log(`${what}:`);
+  console.log(
+    `  train step (fwd+bwd+adam): best ${rate(trainS[0])} tok/s, median ${
+      rate(median(trainS))
+    } tok/s ` +
+      `(min ${trainS[0].toFixed(3)} s, median ${
+        median(trainS).toFixed(3)
+      } s per ${tokensPerRun} tokens)`,
+  );
+  console.log(
+    `  evaluation (fwd only):     best ${rate(evalS[0])} tok/s, median ${
+      rate(median(evalS))
+    } tok/s ` +
+      `(min ${evalS[0].toFixed(3)} s, median ${
+        median(evalS).toFixed(3)
+      } s per ${tokensPerRun} tokens)`,
+  );
+  const ratioBest = trainS[0] / evalS[0];
+  const ratioMedian = median(trainS) / median(evalS);
+  console.log(
+    `  ratio evaluation/training tokens/s (${what}): best ${ratioBest.toFixed(2)}x, median ${
+      ratioMedian.toFixed(2)
+    }x (goal >= 2.5x) ${ratioMedian >= 2.5 ? "OK" : "BELOW GOAL"}`,
+  );
+}
 optimizer.dispose();
 for (const v of Object.values(w)) v.dispose();

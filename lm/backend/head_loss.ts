@@ -94,13 +94,15 @@ export function headLoss(h: tf.Tensor2D, wte: tf.Tensor2D, targets: tf.Tensor1D)
 /**
  * Evaluation's per-row scores of logits (N, V) against targets (N): the cross-entropy
  * (as headLoss: -log p[t] off one softmax, exact for underflowing rows) and the argmax
- * of each row (the first maximum, as tf.argMax). On the wasm backend (with or without a
+ * of each row (the first maximum, as tf.argMax; skipped, and returned empty, when
+ * `withArgmax` is false: it is a pass over every logit). On the wasm backend (with or without a
  * BLAS) this replaces logSumExp's five passes and argMax over the logits, of which
  * tfjs-wasm's scalar Exp alone costs more than the forward pass; elsewhere null.
  */
 export function rowScores(
   logits: tf.Tensor2D,
   targets: Int32Array,
+  withArgmax = true,
 ): { nll: Float32Array; argmax: Int32Array } | null {
   const be = wasmBackend();
   if (!be || logits.dtype !== "float32") return null;
@@ -113,11 +115,11 @@ export function rowScores(
   }
   const p = tf.softmax(logits);
   try {
-    const nll = new Float32Array(N), argmax = new Int32Array(N);
+    const nll = new Float32Array(N), argmax = new Int32Array(withArgmax ? N : 0);
     const { heap, at } = heapOf(be, p);
     const z = heapOf(be, logits).at;
-    for (let i = 0; i < N; i++) {
-      const row = z + i * V;
+    /** The first maximum of row i's logits and its value. */
+    const rowMax = (row: number): [number, number] => {
       let max = heap[row], best = 0;
       for (let j = 1; j < V; j++) {
         if (heap[row + j] > max) {
@@ -125,12 +127,17 @@ export function rowScores(
           best = j;
         }
       }
-      argmax[i] = best;
+      return [best, max];
+    };
+    for (let i = 0; i < N; i++) {
+      const row = z + i * V;
+      if (withArgmax) argmax[i] = rowMax(row)[0];
       const pt = heap[at + i * V + targets[i]];
       if (pt >= UNDERFLOW) {
         nll[i] = -Math.log(pt);
         continue;
       }
+      const max = rowMax(row)[1];
       let sum = 0;
       for (let j = row; j < row + V; j++) sum += Math.exp(heap[j] - max);
       nll[i] = max + Math.log(sum) - heap[row + targets[i]];

@@ -19,7 +19,7 @@ import type { SeriesInfo } from "../checkpoints/series.ts";
 export interface BatchScores {
   /** Cross-entropy −log p(target) at each position. */
   nll: Float32Array;
-  /** Argmax of the logits at each position. */
+  /** Argmax of the logits at each position (empty when not asked for). */
   argmax: Int32Array;
 }
 
@@ -31,6 +31,8 @@ export interface ScoreOptions {
    * Rows (positions) of logits per chunk of the output head; default 64 MB of logits.
    */
   headRows?: number;
+  /** Compute the argmax predictions (default true); without, `argmax` is empty. */
+  argmax?: boolean;
 }
 
 /**
@@ -71,18 +73,18 @@ export async function scoreBatch(
     const idx = tf.tensor2d(x, [B, T], "int32");
     return isNeox(cfg) ? neoxHidden(cfg, w, idx) : hiddenStates(cfg, w, idx); // (N, C)
   });
-  const nll = new Float32Array(N), argmax = new Int32Array(N);
+  const nll = new Float32Array(N), argmax = new Int32Array(opts.argmax ?? true ? N : 0);
   try {
     for (let start = 0; start < N; start += rows) {
       const n = Math.min(rows, N - start);
       const targets = y.subarray(start, start + n);
       const [nllT, argmaxT] = tf.tidy(() => {
         const logits = head(tf.slice(h, [start, 0], [n, C])); // (n, V)
-        return scoreLogits(logits, targets);
+        return scoreLogits(logits, targets, opts.argmax ?? true);
       });
       try {
         nll.set((await nllT.data()) as Float32Array, start);
-        argmax.set((await argmaxT.data()) as Int32Array, start);
+        if (argmax.length) argmax.set((await argmaxT.data()) as Int32Array, start);
       } finally {
         nllT.dispose();
         argmaxT.dispose();
@@ -95,8 +97,12 @@ export async function scoreBatch(
 }
 
 /** Cross-entropy against targets (n) and argmax of logits (n, V) -> (n), (n). In tf.tidy. */
-function scoreLogits(logits: tf.Tensor2D, targets: Int32Array): [tf.Tensor1D, tf.Tensor1D] {
-  const rows = rowScores(logits, targets); // wasm: one softmax, one pass
+function scoreLogits(
+  logits: tf.Tensor2D,
+  targets: Int32Array,
+  withArgmax: boolean,
+): [tf.Tensor1D, tf.Tensor1D] {
+  const rows = rowScores(logits, targets, withArgmax); // wasm: one softmax, one pass
   if (rows) return [tf.tensor1d(rows.nll), tf.tensor1d(rows.argmax, "int32")];
   const [n, V] = logits.shape;
   const lse = tf.logSumExp(logits, 1); // (n)
@@ -104,7 +110,8 @@ function scoreLogits(logits: tf.Tensor2D, targets: Int32Array): [tf.Tensor1D, tf
   const flatIndex = new Int32Array(n);
   for (let i = 0; i < n; i++) flatIndex[i] = i * V + targets[i];
   const target = tf.gather(tf.reshape(logits, [n * V]), tf.tensor1d(flatIndex, "int32")); // (n)
-  return [tf.sub(lse, target) as tf.Tensor1D, tf.argMax(logits, 1) as tf.Tensor1D];
+  const argmax = withArgmax ? tf.argMax(logits, 1) : tf.tensor1d([], "int32");
+  return [tf.sub(lse, target) as tf.Tensor1D, argmax as tf.Tensor1D];
 }
 
 /** A fixed set of `count` windows of `seqLen` tokens: inputs x and next-token targets y. */
@@ -161,7 +168,7 @@ export async function evaluateWindows(
     const B = Math.min(opts.batchSize, count - start);
     const x = windows.x.subarray(start * T, (start + B) * T);
     const y = windows.y.subarray(start * T, (start + B) * T);
-    const scores = await scoreBatch(cfg, w, x, y, B, T);
+    const scores = await scoreBatch(cfg, w, x, y, B, T, { argmax: predictions !== null });
     for (let b = 0; b < B; b++) {
       let windowSum = 0;
       for (let t = 0; t < T; t++) windowSum += scores.nll[b * T + t];

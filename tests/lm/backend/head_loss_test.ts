@@ -141,6 +141,10 @@ Deno.test("rowScores: losses of a float64 reference and tf.argMax's argmax, on w
     );
   }
   assert.ok(got.nll[2] > 100 && Number.isFinite(got.nll[2]));
+  // Losses alone (no argmax pass): the same bits, the underflowing row included.
+  const lossOnly = rowScores(logits, t, false)!;
+  assert.deepEqual(lossOnly.nll, got.nll);
+  assert.equal(lossOnly.argmax.length, 0);
   assert.throws(() => rowScores(logits, Int32Array.from([0, 1, 2, 3, 40])), /target 40 outside/);
   await setBackend("cpu", { quiet: true });
   assert.equal(rowScores(logits, t), null);

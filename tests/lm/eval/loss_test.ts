@@ -125,6 +125,13 @@ for (const backend of ["cpu", "wasm"] as const) {
         const got = await scoreBatch(fixture.config, w, x, y, B, T, { headRows });
         assert.deepEqual(new Uint32Array(got.nll.buffer), want.nll, `nll, ${headRows} rows`);
         assert.deepEqual(Array.from(got.argmax), want.argmax, `argmax, ${headRows} rows`);
+        // Without the argmax pass: the same losses, no predictions.
+        const lossOnly = await scoreBatch(fixture.config, w, x, y, B, T, {
+          headRows,
+          argmax: false,
+        });
+        assert.deepEqual(new Uint32Array(lossOnly.nll.buffer), want.nll, `nll, no argmax`);
+        assert.equal(lossOnly.argmax.length, 0);
       }
       await assert.rejects(
         () => scoreBatch(fixture.config, w, x, y, B, T, { headRows: 0 }),
