@@ -199,17 +199,25 @@ export async function withSharedLock<T>(
       await new Promise((r) => setTimeout(r, pollMs));
       pollMs = Math.min(maxPollMs, pollMs * 2);
     }
-    const beat = setInterval(() => {
-      const now = new Date();
-      Deno.utime(owned, now, now).catch(() => {});
-    }, heartbeatMs);
+    const release = heartbeat(owned, heartbeatMs);
     try {
       return await fn();
     } finally {
-      clearInterval(beat);
-      await Deno.remove(owned).catch(() => {});
+      await release();
     }
   });
+}
+
+/** Touch the owner file we created every `everyMs`; the release stops and removes it. */
+function heartbeat(owned: string, everyMs: number): () => Promise<void> {
+  const beat = setInterval(() => {
+    const now = new Date();
+    Deno.utime(owned, now, now).catch(() => {});
+  }, everyMs);
+  return async () => {
+    clearInterval(beat);
+    await Deno.remove(owned).catch(() => {});
+  };
 }
 
 /**
@@ -226,14 +234,10 @@ export async function trySharedLock(
   const owned = ownerPath(path);
   for (let tries = 0; tries < 2; tries++) {
     if (await createExclusive(owned, JSON.stringify(currentOwner()) + "\n")) {
-      const beat = setInterval(() => {
-        const now = new Date();
-        Deno.utime(owned, now, now).catch(() => {});
-      }, opts.heartbeatMs ?? DEFAULTS.heartbeatMs);
+      const stop = heartbeat(owned, opts.heartbeatMs ?? DEFAULTS.heartbeatMs);
       return {
         release: async () => {
-          clearInterval(beat);
-          await Deno.remove(owned).catch(() => {});
+          await stop();
           releaseFlock();
         },
       };
