@@ -202,20 +202,17 @@ export class SafetensorsReader {
 
   /** The raw bytes of one tensor, in `into` (reused when large enough) or a fresh buffer. */
   async readBytes(name: string, into?: Uint8Array): Promise<Uint8Array> {
-    const t = this.byName.get(name);
-    if (!t) throw new Error(`${this.header.path}: no tensor named "${name}"`);
+    const t = this.entry(name);
     const n = t.end - t.begin;
     const buf = into && into.byteOffset === 0 && into.length >= n
       ? into.subarray(0, n)
       : new Uint8Array(n);
-    await readExactly(this.file, t.begin, buf, this.header.path);
-    return buf;
+    return await this.readSlice(name, 0, buf);
   }
 
   /** `into.length` bytes of one tensor starting `byteOffset` bytes into it. */
   async readSlice(name: string, byteOffset: number, into: Uint8Array): Promise<Uint8Array> {
-    const t = this.byName.get(name);
-    if (!t) throw new Error(`${this.header.path}: no tensor named "${name}"`);
+    const t = this.entry(name);
     if (byteOffset < 0 || t.begin + byteOffset + into.length > t.end) {
       throw new Error(
         `${this.header.path}: bytes ${byteOffset}..${
@@ -225,6 +222,12 @@ export class SafetensorsReader {
     }
     await readExactly(this.file, t.begin + byteOffset, into, this.header.path);
     return into;
+  }
+
+  private entry(name: string): TensorEntry {
+    const t = this.byName.get(name);
+    if (!t) throw new Error(`${this.header.path}: no tensor named "${name}"`);
+    return t;
   }
 
   close(): void {
@@ -308,15 +311,20 @@ export class SafetensorsWriter {
     }
   }
 
-  /** Write the next tensor's bytes (tensors must come in declaration order). */
-  async write(name: string, bytes: Uint8Array): Promise<void> {
+  /** The byte size of tensor `name`, which must be the next one declared. */
+  private bytesOfNext(name: string): number {
     const expected = this.order[this.next];
     if (!expected || expected[0] !== name) {
       throw new Error(
         `${this.path}: tensor "${name}" written out of order (expected "${expected?.[0]}")`,
       );
     }
-    const need = numelOf(expected[1].shape) * DTYPE_BYTES[expected[1].dtype];
+    return numelOf(expected[1].shape) * DTYPE_BYTES[expected[1].dtype];
+  }
+
+  /** Write the next tensor's bytes (tensors must come in declaration order). */
+  async write(name: string, bytes: Uint8Array): Promise<void> {
+    const need = this.bytesOfNext(name);
     if (bytes.length !== need) {
       throw new Error(`${this.path}: tensor "${name}" has ${bytes.length} bytes, expected ${need}`);
     }
@@ -330,13 +338,7 @@ export class SafetensorsWriter {
    * buffers: a piece's bytes are written before the piece after next is asked for.
    */
   async writePieces(name: string, pieces: AsyncIterable<Uint8Array>): Promise<void> {
-    const expected = this.order[this.next];
-    if (!expected || expected[0] !== name) {
-      throw new Error(
-        `${this.path}: tensor "${name}" written out of order (expected "${expected?.[0]}")`,
-      );
-    }
-    const need = numelOf(expected[1].shape) * DTYPE_BYTES[expected[1].dtype];
+    const need = this.bytesOfNext(name);
     let written = 0;
     let pending: Promise<void> | null = null;
     try {
