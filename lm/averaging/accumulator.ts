@@ -84,7 +84,7 @@ export class Accumulator {
   /** Model-sized sums, made on first need (EMA/SWA, or a LAWA window that is reused). */
   private readonly sums = new Map<string, Sums>();
   /** Per member: two chunk buffers (one being read while the other is summed). */
-  private memberChunks: [ArrayBuffer, ArrayBuffer][] = [];
+  private readonly memberChunks: [ArrayBuffer, ArrayBuffer][] = [];
   /** Two output pieces (one being written while the next is encoded). */
   private readonly pieces: [ArrayBuffer, ArrayBuffer] = [
     new ArrayBuffer(CHUNK_ELEMENTS * 8),
@@ -92,8 +92,6 @@ export class Accumulator {
   ];
   /** The sum of a chunk that is written and not kept. */
   private readonly scratch: Sums;
-  /** Two whole-tensor read buffers for `blend`, made on first need. */
-  private tensorBuffers: [ArrayBuffer, ArrayBuffer] | null = null;
   bytesRead = 0;
   checkpointReads = 0;
 
@@ -116,37 +114,18 @@ export class Accumulator {
     return sum;
   }
 
-  /**
-   * sums = keep * sums + take * checkpoint, tensor by tensor. Two read buffers: the next
-   * tensor is read while the current one is blended.
-   */
+  /** sums = keep * sums + take * checkpoint, chunk by chunk (the next read meanwhile). */
   async blend(reader: CheckpointReader, keep: number, take: number): Promise<void> {
-    const floats = this.layout.filter((t) => t.isFloat);
-    const need = Math.max(
-      0,
-      ...floats.map((t) => {
-        const e = reader.tensors.get(t.name)!;
-        return e.end - e.begin;
-      }),
-    );
-    if (!this.tensorBuffers || this.tensorBuffers[0].byteLength < need) {
-      this.tensorBuffers = [new ArrayBuffer(need), new ArrayBuffer(need)];
-    }
-    const buffers = this.tensorBuffers.map((b) => new Uint8Array(b));
-    let pending: Promise<Uint8Array> | null = null;
     try {
-      if (floats.length > 0) pending = reader.readBytes(floats[0].name, buffers[0]);
-      for (let i = 0; i < floats.length; i++) {
-        const bytes: Uint8Array = await pending!;
-        pending = i + 1 < floats.length
-          ? reader.readBytes(floats[i + 1].name, buffers[(i + 1) % 2])
-          : null;
-        const dtype = reader.tensors.get(floats[i].name)!.dtype;
-        blendInto(this.sumOf(floats[i]), bytes, dtype, keep, take);
-        this.bytesRead += bytes.length;
+      for (const t of this.layout) {
+        if (!t.isFloat) continue;
+        const sum = this.sumOf(t);
+        const dtype = reader.tensors.get(t.name)!.dtype;
+        for await (const { from, to, bytes: [b] } of this.chunksOf([reader], t)) {
+          blendInto(sum.subarray(from, to), b, dtype, keep, take);
+        }
       }
     } finally {
-      await pending?.catch(() => {});
       reader.close();
     }
     this.checkpointReads++;
@@ -164,10 +143,6 @@ export class Accumulator {
    * sum also stays in the accumulator for the next window's incremental update.
    */
   async sumAndWrite(members: CheckpointReader[], out: OutputFile, keep: boolean): Promise<void> {
-    while (this.memberChunks.length < members.length) {
-      const bytes = CHUNK_ELEMENTS * 8; // an F64 member's chunk fits too
-      this.memberChunks.push([new ArrayBuffer(bytes), new ArrayBuffer(bytes)]);
-    }
     try {
       await this.writeFile(out, (t, dtype) => this.sumPieces(members, t, keep, dtype, out.scale));
     } finally {
@@ -216,28 +191,43 @@ export class Accumulator {
     dtype: DType,
     scale: number,
   ) {
-    const n = numelOf(t.shape);
     const kept = keep ? this.sumOf(t) : null;
     const dtypes = members.map((m) => m.tensors.get(t.name)!.dtype);
+    for await (const { from, to, bytes, index } of this.chunksOf(members, t)) {
+      const sum = kept ? kept.subarray(from, to) : this.scratch.subarray(0, to - from);
+      sumChunkInto(sum, bytes, dtypes);
+      yield encodeFloats(sum, dtype, scale, this.pieces[index % 2]);
+    }
+  }
+
+  /**
+   * Tensor t of every reader, a chunk of elements [from, to) at a time: the same chunk of
+   * all readers at once, the next chunk read while the caller works on this one.
+   */
+  private async *chunksOf(readers: CheckpointReader[], t: TensorLayout) {
+    while (this.memberChunks.length < readers.length) {
+      const bytes = CHUNK_ELEMENTS * 8; // an F64 member's chunk fits too
+      this.memberChunks.push([new ArrayBuffer(bytes), new ArrayBuffer(bytes)]);
+    }
+    const n = numelOf(t.shape);
+    const sizes = readers.map((r) => DTYPE_BYTES[r.tensors.get(t.name)!.dtype]);
+    const range = (c: number) => [c * CHUNK_ELEMENTS, Math.min(n, (c + 1) * CHUNK_ELEMENTS)];
     const read = (c: number) => {
-      const from = c * CHUNK_ELEMENTS, to = Math.min(n, from + CHUNK_ELEMENTS);
-      return Promise.all(members.map((m, j) => {
-        const size = DTYPE_BYTES[dtypes[j]];
-        const into = new Uint8Array(this.memberChunks[j][c % 2], 0, (to - from) * size);
-        return m.readSlice(t.name, from * size, into);
+      const [from, to] = range(c);
+      return Promise.all(readers.map((r, j) => {
+        const into = new Uint8Array(this.memberChunks[j][c % 2], 0, (to - from) * sizes[j]);
+        return r.readSlice(t.name, from * sizes[j], into);
       }));
     };
     const nChunks = Math.ceil(n / CHUNK_ELEMENTS);
-    let pending: Promise<Uint8Array[]> | null = read(0);
+    let pending: Promise<Uint8Array[]> | null = nChunks > 0 ? read(0) : null;
     try {
       for (let c = 0; c < nChunks; c++) {
-        const chunks = await pending!;
+        const bytes = await pending!;
         pending = c + 1 < nChunks ? read(c + 1) : null;
-        const from = c * CHUNK_ELEMENTS, to = Math.min(n, from + CHUNK_ELEMENTS);
-        const sum = kept ? kept.subarray(from, to) : this.scratch.subarray(0, to - from);
-        sumChunkInto(sum, chunks, dtypes);
-        for (const b of chunks) this.bytesRead += b.length;
-        yield encodeFloats(sum, dtype, scale, this.pieces[c % 2]);
+        for (const b of bytes) this.bytesRead += b.length;
+        const [from, to] = range(c);
+        yield { from, to, bytes, index: c };
       }
     } finally {
       await pending?.catch(() => {});
