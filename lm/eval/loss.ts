@@ -73,18 +73,19 @@ export async function scoreBatch(
     const idx = tf.tensor2d(x, [B, T], "int32");
     return isNeox(cfg) ? neoxHidden(cfg, w, idx) : hiddenStates(cfg, w, idx); // (N, C)
   });
-  const nll = new Float32Array(N), argmax = new Int32Array(opts.argmax ?? true ? N : 0);
+  const withArgmax = opts.argmax ?? true;
+  const nll = new Float32Array(N), argmax = new Int32Array(withArgmax ? N : 0);
   try {
     for (let start = 0; start < N; start += rows) {
       const n = Math.min(rows, N - start);
       const targets = y.subarray(start, start + n);
       const [nllT, argmaxT] = tf.tidy(() => {
         const logits = head(tf.slice(h, [start, 0], [n, C])); // (n, V)
-        return scoreLogits(logits, targets, opts.argmax ?? true);
+        return scoreLogits(logits, targets, withArgmax);
       });
       try {
         nll.set((await nllT.data()) as Float32Array, start);
-        if (argmax.length) argmax.set((await argmaxT.data()) as Int32Array, start);
+        if (withArgmax) argmax.set((await argmaxT.data()) as Int32Array, start);
       } finally {
         nllT.dispose();
         argmaxT.dispose();
