@@ -392,10 +392,10 @@ export function selectSql<T extends ResultsTable>(
 // ---------------------------------------------------------------------------------------
 // Reading rows back: DuckDB returns BIGINT as bigint, NULL as null, JSON as text.
 
-/** A numeric cell as a finite number, or null (NULL, missing, NaN). */
+/** A numeric cell as a finite number, or null (NULL, missing, empty, NaN). */
 export function asNumber(v: unknown): number | null {
-  if (v === null || v === undefined) return null;
-  const n = Number(v);
+  if (v === null || v === undefined || v === "") return null;
+  const n = typeof v === "number" ? v : Number(v);
   return Number.isFinite(n) ? n : null;
 }
 

@@ -1,9 +1,9 @@
 // Reading the paired-bootstrap gaps (`gap_intervals`, written by the intervals step): the
 // gap of an averaged series to its own original at each evaluated step, with a 95%
 // interval. A row with a null seed pools several seeds; figures prefer those.
-import { GAP_INTERVALS, selectSql } from "../../steps/tables.ts";
+import { asNumber, GAP_INTERVALS, selectSql } from "../../steps/tables.ts";
 import { AXIS, type LineOptions, linePanel, type SeriesScale, type SubSpec } from "./charts.ts";
-import { type DataRow, type FigureScope, num, type SeriesMeta, str } from "./scope.ts";
+import { type DataRow, type FigureScope, type SeriesMeta, str } from "./scope.ts";
 
 export interface GapRow {
   instance_key: string;
@@ -50,26 +50,26 @@ export async function loadGaps(scope: FigureScope): Promise<GapRow[]> {
   );
   const out: GapRow[] = [];
   for (const r of rows) {
-    const gap = num(r.gap);
-    const lower = num(r.lower);
-    const upper = num(r.upper);
+    const gap = asNumber(r.gap);
+    const lower = asNumber(r.lower);
+    const upper = asNumber(r.upper);
     if (gap === null || lower === null || upper === null) continue;
     out.push({
       instance_key: str(r.instance_key),
       series_id: str(r.series_id),
       method: str(r.method).toLowerCase(),
-      k: num(r.k),
-      nu: num(r.nu),
-      lr: num(r.lr),
-      seed: num(r.seed),
-      steps_total: num(r.steps_total),
+      k: asNumber(r.k),
+      nu: asNumber(r.nu),
+      lr: asNumber(r.lr),
+      seed: asNumber(r.seed),
+      steps_total: asNumber(r.steps_total),
       preset: r.preset === null || r.preset === undefined ? null : str(r.preset),
-      step: num(r.step) ?? 0,
+      step: asNumber(r.step) ?? 0,
       gap,
       lower,
       upper,
-      n_windows: num(r.n_windows),
-      n_seeds: num(r.n_seeds),
+      n_windows: asNumber(r.n_windows),
+      n_seeds: asNumber(r.n_seeds),
     });
   }
   return out;
@@ -90,7 +90,7 @@ export function gapsOfGroup(
 ): { rows: GapRow[]; pooled: boolean } {
   const head = members[0];
   const train = (head.params.train ?? {}) as Record<string, unknown>;
-  const steps = num(train.steps);
+  const steps = asNumber(train.steps);
   const preset = typeof train.preset === "string" ? train.preset : null;
   const pooled = gaps.filter((g) =>
     g.seed === null && g.method === head.method && sameNumber(g.k, head.k) &&

@@ -1,12 +1,11 @@
 // How far apart checkpoints are: linear mode connectivity (paper Fig. 15, loss along the
 // line between two checkpoints) and prediction diversity between consecutive checkpoints.
-import { DIVERSITY, LMC, selectSql } from "../../steps/tables.ts";
+import { asNumber, DIVERSITY, LMC, selectSql } from "../../steps/tables.ts";
 import { AXIS, lineChart, scaleOfSeries, seriesScale } from "./charts.ts";
 import {
   bySeedGroup,
   type DataRow,
   type FigureDef,
-  num,
   seedNote,
   type SeriesMeta,
   str,
@@ -29,10 +28,10 @@ const lmc: FigureDef = {
     );
     if (rows.length === 0) return { skip: "no lmc rows for the inputs" };
     const data: DataRow[] = rows.map((r) => ({
-      series: `${str(r.pair)} (step ${num(r.step_a)} ↔ ${num(r.step_b)})`,
-      alpha: num(r.alpha),
+      series: `${str(r.pair)} (step ${asNumber(r.step_a)} ↔ ${asNumber(r.step_b)})`,
+      alpha: asNumber(r.alpha),
       domain: str(r.domain),
-      loss: num(r.loss),
+      loss: asNumber(r.loss),
     }));
     const domains = [...new Set(data.map((d) => String(d.domain)))].sort((a, b) =>
       a === "all" ? -1 : b === "all" ? 1 : a.localeCompare(b)
@@ -76,8 +75,8 @@ const diversity: FigureDef = {
     for (const r of rows) {
       points.push({
         series: await scope.seriesFor(str(r.instance_key), str(r.series_id)),
-        step: num(r.step_b) ?? 0,
-        value: num(r.diversity),
+        step: asNumber(r.step_b) ?? 0,
+        value: asNumber(r.diversity),
       });
     }
     const shown = uniqueSeries(points);

@@ -2,7 +2,7 @@
 // rate and batch-size sweeps, and the training loss with its learning rate. Series run
 // with several seeds are drawn as their mean over seeds with a min–max band.
 import type { TopLevelSpec } from "vega-lite";
-import { EVAL_LOSS, selectSql, TRAIN_LOG, TRAIN_RUNS } from "../../steps/tables.ts";
+import { asNumber, EVAL_LOSS, selectSql, TRAIN_LOG, TRAIN_RUNS } from "../../steps/tables.ts";
 import { AXIS, lineChart, scaleOfSeries, type SeriesScale, seriesScale } from "./charts.ts";
 import { gapRowOf } from "./intervals.ts";
 import {
@@ -14,7 +14,6 @@ import {
   formatBatch,
   formatLr,
   isSkipped,
-  num,
   seedNote,
   type SeriesMeta,
   type Skipped,
@@ -53,10 +52,10 @@ export async function loadLoss(
   for (const r of rows) {
     points.push({
       series: await scope.seriesFor(str(r.instance_key), str(r.series_id)),
-      step: num(r.step) ?? 0,
-      tokens: num(r.tokens),
+      step: asNumber(r.step) ?? 0,
+      tokens: asNumber(r.tokens),
       domain: str(r.domain),
-      loss: num(r.loss),
+      loss: asNumber(r.loss),
       instance_key: str(r.instance_key),
     });
   }
@@ -310,11 +309,15 @@ async function trainRuns(
       }),
     );
     for (const r of rows) {
-      const parts = [str(r.preset), formatLr(num(r.lr)), formatBatch(num(r.batch_tokens))];
+      const parts = [
+        str(r.preset),
+        formatLr(asNumber(r.lr)),
+        formatBatch(asNumber(r.batch_tokens)),
+      ];
       if (str(r.status) && str(r.status) !== "completed") parts.push(str(r.status));
       runs.set(str(r.instance_key), {
         label: parts.filter((p) => p).join(" · "),
-        seed: num(r.seed),
+        seed: asNumber(r.seed),
       });
     }
   }
@@ -325,8 +328,8 @@ async function trainRuns(
     const label = input
       ? [
         input.node,
-        num(p.lr) !== null ? formatLr(num(p.lr)) : "",
-        num(p.batch_tokens) !== null ? formatBatch(num(p.batch_tokens)) : "",
+        asNumber(p.lr) !== null ? formatLr(asNumber(p.lr)) : "",
+        asNumber(p.batch_tokens) !== null ? formatBatch(asNumber(p.batch_tokens)) : "",
       ].filter((s) => s).join(" · ")
       : `train ${k.slice(0, 8)}`;
     runs.set(k, { label, seed: null });
@@ -376,11 +379,11 @@ const trainLoss: FigureDef = {
     >();
     for (const r of rows) {
       const run = runs.get(str(r.instance_key))!.label;
-      const step = num(r.step) ?? 0;
+      const step = asNumber(r.step) ?? 0;
       const id = `${run}\u0000${step}`;
-      const cell = cells.get(id) ?? { run, step, losses: [], lr: num(r.lr), keys: [] };
+      const cell = cells.get(id) ?? { run, step, losses: [], lr: asNumber(r.lr), keys: [] };
       cell.keys.push(str(r.instance_key));
-      const loss = num(r.train_loss);
+      const loss = asNumber(r.train_loss);
       if (loss !== null) cell.losses.push(loss);
       cells.set(id, cell);
     }

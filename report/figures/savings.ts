@@ -1,12 +1,11 @@
 // Compute savings (paper Fig. 13): how many training steps before the original's end each
 // series first reaches the original's final perplexity × (1 + tolerance).
-import { SAVINGS, selectSql } from "../../steps/tables.ts";
+import { asNumber, SAVINGS, selectSql } from "../../steps/tables.ts";
 import { scaleOfSeries } from "./charts.ts";
 import {
   type Cell,
   type DataRow,
   type FigureDef,
-  num,
   type SeriesMeta,
   str,
   uniqueSeries,
@@ -45,25 +44,25 @@ const savings: FigureDef = {
       const s = await scope.seriesFor(str(r.instance_key), str(r.series_id));
       const b = await scope.seriesFor(str(r.instance_key), str(r.baseline_id));
       series.push(s);
-      const tol = num(r.tolerance) ?? 0;
+      const tol = asNumber(r.tolerance) ?? 0;
       entries.push({
         s,
         data: {
           series: s.groupDisplay,
           tolerance: tolLabel(tol),
           tol,
-          steps_saved: num(r.steps_saved),
-          tokens_saved: num(r.tokens_saved),
+          steps_saved: asNumber(r.steps_saved),
+          tokens_saved: asNumber(r.tokens_saved),
         },
         cells: [
           s.display,
           b.display,
           tolLabel(tol),
-          num(r.target_ppl),
-          num(r.first_step) ?? "not reached",
-          num(r.baseline_step),
-          num(r.steps_saved),
-          num(r.tokens_saved),
+          asNumber(r.target_ppl),
+          asNumber(r.first_step) ?? "not reached",
+          asNumber(r.baseline_step),
+          asNumber(r.steps_saved),
+          asNumber(r.tokens_saved),
         ],
       });
     }

@@ -4,7 +4,7 @@
 // Table and column names come from steps/tables.ts, the module the writers use.
 import type { InputRef } from "../../pipeline/step.ts";
 import type { TopLevelSpec } from "vega-lite";
-import { selectSql, SERIES, sqlList } from "../../steps/tables.ts";
+import { asNumber, parseParams, selectSql, SERIES, sqlList } from "../../steps/tables.ts";
 
 export { sqlList };
 
@@ -77,12 +77,6 @@ export interface FigureDef {
   /** Build the figure; `requested` is true when the user named it (then sweep figures
    *  render even if the swept value does not vary). */
   build(scope: FigureScope, requested: boolean): Promise<FigureResult | Skipped>;
-}
-
-export function num(v: unknown): number | null {
-  if (v === null || v === undefined || v === "") return null;
-  const n = typeof v === "number" ? v : Number(v);
-  return Number.isFinite(n) ? n : null;
 }
 
 export function str(v: unknown): string {
@@ -159,21 +153,18 @@ export class FigureScope {
         ),
       );
       for (const r of rows) {
-        let params: Record<string, unknown> = {};
-        try {
-          params = r.params ? JSON.parse(str(r.params)) : {};
-        } catch { /* params that are not JSON are shown as absent */ }
+        const params = parseParams(r.params); // params that are not JSON are shown as absent
         const base = {
           ref: `${str(r.instance_key)}|${str(r.series_id)}`,
           instance_key: str(r.instance_key),
           series_id: str(r.series_id),
           label: str(r.label) || str(r.series_id),
           method: str(r.method).toLowerCase() || "unknown",
-          k: num(r.k),
-          nu: num(r.nu),
-          lr: num(r.lr),
-          batch_tokens: num(r.batch_tokens),
-          seed: num(r.seed) ?? num(params.seed),
+          k: asNumber(r.k),
+          nu: asNumber(r.nu),
+          lr: asNumber(r.lr),
+          batch_tokens: asNumber(r.batch_tokens),
+          seed: asNumber(r.seed) ?? asNumber(params.seed),
           params,
         };
         found.set(base.ref, {

@@ -3,7 +3,7 @@
 // largest loss spike per series, and the zero-shot metrics at the last checkpoint.
 // Several seeds of one series become one row: mean ± sd over seeds.
 import type { TopLevelSpec } from "vega-lite";
-import { selectSql, SPIKES, ZEROSHOT } from "../../steps/tables.ts";
+import { asNumber, selectSql, SPIKES, ZEROSHOT } from "../../steps/tables.ts";
 import { ORIGINAL_COLOUR, PALETTE } from "./charts.ts";
 import { formatGap, gapCurve, gapsOfGroup, loadGaps } from "./intervals.ts";
 import { loadLoss } from "./loss.ts";
@@ -12,7 +12,6 @@ import {
   type DataRow,
   type FigureDef,
   isSkipped,
-  num,
   seedStats,
   type SeriesMeta,
   str,
@@ -235,12 +234,12 @@ const spikes: FigureDef = {
     for (const r of rows) {
       const s = await scope.seriesFor(str(r.instance_key), str(r.series_id));
       series.push(s);
-      const step = num(r.step);
+      const step = asNumber(r.step);
       data.push({
         series: s.display,
         method: s.method,
         step,
-        rise: num(r.rise),
+        rise: asNumber(r.rise),
         at: step === null ? "" : `step ${step}`,
         order: s.order,
       });
@@ -315,10 +314,10 @@ const zeroshot: FigureDef = {
     const last = new Map<string, number>();
     for (const r of all) {
       const id = `${str(r.instance_key)}|${str(r.series_id)}`;
-      last.set(id, Math.max(last.get(id) ?? -Infinity, num(r.step) ?? 0));
+      last.set(id, Math.max(last.get(id) ?? -Infinity, asNumber(r.step) ?? 0));
     }
     const rows = all.filter((r) =>
-      num(r.step) === last.get(`${str(r.instance_key)}|${str(r.series_id)}`)
+      asNumber(r.step) === last.get(`${str(r.instance_key)}|${str(r.series_id)}`)
     );
     if (rows.length === 0) return { skip: "no zeroshot rows for the inputs" };
     const series: SeriesMeta[] = [];
@@ -330,10 +329,10 @@ const zeroshot: FigureDef = {
         series: s.display,
         series_ref: s.ref,
         method: s.method,
-        step: num(r.step),
+        step: asNumber(r.step),
         measure: `${str(r.task)} · ${str(r.metric)}`,
-        value: num(r.value),
-        n: num(r.n),
+        value: asNumber(r.value),
+        n: asNumber(r.n),
       });
     }
     const shown = uniqueSeries(series.map((s) => ({ series: s })));
