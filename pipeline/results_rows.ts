@@ -6,6 +6,7 @@
 import { type DuckDBConnection, timestampValue } from "@duckdb/node-api";
 import type { Row, TableSchema } from "./step.ts";
 import { MANIFEST, type Manifest, ROWS_DIR, SIDE_DIR } from "./store.ts";
+import { readJsonLog } from "./jsonl.ts";
 
 /** A failed execution of an instance (successful ones are read from manifests). */
 export interface RunRecord {
@@ -180,24 +181,10 @@ function runOfManifest(m: Manifest): RunRecord {
 }
 
 export async function readFailures(path: string): Promise<(RunRecord & { host?: string })[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
-  }
-  const out: (RunRecord & { host?: string })[] = [];
-  for (const line of text.split("\n")) {
-    if (!line.trim()) continue;
-    try {
-      const r = JSON.parse(line);
-      out.push({ ...r, started: new Date(r.started) });
-    } catch {
-      // a line cut short by a crash
-    }
-  }
-  return out;
+  return (await readJsonLog(path)).map((value) => {
+    const r = value as RunRecord & { host?: string };
+    return { ...r, started: new Date(r.started) };
+  });
 }
 
 export async function insertRun(

@@ -18,6 +18,7 @@
 import * as tf from "@tensorflow/tfjs-core";
 import { defineStep, type InputRef, type InputValue, type StepContext } from "../pipeline/step.ts";
 import { SIDE_DIR } from "../pipeline/store.ts";
+import { readJsonLog } from "../pipeline/jsonl.ts";
 import {
   type Batch,
   openTokens,
@@ -137,22 +138,9 @@ async function arraysOf(weights: Params): Promise<Arrays> {
 // Log rows that survive a resume
 
 async function readLogRows(path: string, upToStep: number): Promise<LogRow[]> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return [];
-    throw e;
-  }
   const rows: LogRow[] = [];
-  for (const line of text.split("\n")) {
-    if (!line.trim()) continue;
-    let row: LogRow;
-    try {
-      row = JSON.parse(line) as LogRow;
-    } catch {
-      continue; // a line cut short by the crash
-    }
+  for (const value of await readJsonLog(path)) {
+    const row = value as LogRow;
     for (const key of Object.keys(row) as (keyof LogRow)[]) {
       if (row[key] === null) row[key] = NaN; // JSON writes NaN as null
     }
