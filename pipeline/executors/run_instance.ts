@@ -8,8 +8,7 @@
 // entry: the coordinator loads them into DuckDB; this process never writes it.
 import type { ExpandedPipeline, Instance } from "../expand.ts";
 import { cacheKey, type KeyParts, type ManifestJob, type Store } from "../store.ts";
-import type { ResultsDb } from "../results.ts";
-import { keyPartsOf } from "../runner.ts";
+import { keyPartsOf, type RunOptions } from "../runner.ts";
 import { Fingerprinter } from "../fingerprint.ts";
 import { buildInstance, inputRefsOf } from "../build.ts";
 import { inProcessExecutor } from "../executor.ts";
@@ -89,23 +88,26 @@ export function jobFromEnv(): ManifestJob | null {
   return { executor: "slurm", id, node: Deno.env.get("SLURMD_NODENAME") ?? Deno.hostname() };
 }
 
-export interface RunInstanceOptions {
-  pipeline: ExpandedPipeline;
-  store: Store;
-  results: ResultsDb;
-  backend: string;
-  backendVersion: (name: string) => string;
-  seed: number;
-  signal: AbortSignal;
-  fingerprinter?: Fingerprinter;
+/** What `run` takes for the whole pipeline, and which instance to build. */
+export interface RunInstanceOptions extends
+  Pick<
+    RunOptions,
+    | "pipeline"
+    | "store"
+    | "results"
+    | "backend"
+    | "backendVersion"
+    | "seed"
+    | "signal"
+    | "fingerprinter"
+    | "force"
+  > {
   /** `--instance`: the instance's id in the expanded pipeline. */
   instance: string | undefined;
   /** `--key`: the key the coordinator computed for it. */
   key: string | undefined;
   /** `--inputs`: a JSON file, instance id -> key of each input's committed entry. */
   inputs?: string;
-  /** Node names or step kinds to rebuild even when cached (as `run --force`). */
-  force: string[];
 }
 
 /**
