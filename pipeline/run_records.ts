@@ -6,10 +6,9 @@
 // starts and rewritten (at most every second) as it learns each instance's key, marked
 // `inProgress`, so a gc meanwhile keeps what the run has reached but not yet read, and
 // a run killed outright still leaves its record; the last write marks it finished.
-// gc keeps the keys of the records it
-// counts: the newest complete run of each command line (an older run of the same
-// command line is superseded), minus those the user cuts with `--older-than` or
-// `--keep-runs`.
+// gc keeps the keys of the records it counts: the newest complete run of each command
+// line (an older run of the same command line is superseded), minus those the user
+// cuts with `--older-than` or `--keep-runs`.
 import { onDisk, UserError } from "./errors.ts";
 
 export interface RunRecord {
