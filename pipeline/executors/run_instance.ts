@@ -155,6 +155,7 @@ export async function runInstance(opts: RunInstanceOptions): Promise<number> {
     stop.abort();
   };
   opts.signal.addEventListener("abort", () => stop.abort(), { once: true });
+  if (opts.signal.aborted) stop.abort();
   const handleTerm = Deno.build.os !== "windows";
   if (handleTerm) Deno.addSignalListener("SIGTERM", onTerm);
   try {

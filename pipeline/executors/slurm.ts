@@ -339,6 +339,7 @@ export class SlurmExecutor implements ClusterExecutor {
         if (owned) scancel([id]).catch(() => {});
       };
       signal.addEventListener("abort", onAbort, { once: true });
+      if (signal.aborted) onAbort(); // aborted while submitting: the event has fired already
       let final: JobStatus;
       try {
         const ended = this.#watch(id, (s) => {
@@ -350,9 +351,10 @@ export class SlurmExecutor implements ClusterExecutor {
         });
         if (!owned) {
           // Someone else's job: on Ctrl-C stop waiting for it, leave it running.
-          const stop = new Promise<null>((r) =>
-            signal.addEventListener("abort", () => r(null), { once: true })
-          );
+          const stop = new Promise<null>((r) => {
+            if (signal.aborted) r(null);
+            else signal.addEventListener("abort", () => r(null), { once: true });
+          });
           const s = await Promise.race([ended, stop]);
           if (s === null) {
             this.#watchers.delete(id);
